@@ -1,0 +1,113 @@
+"""Cameras: the training distribution, view labels, the spiral test path and evaluation views.
+
+Convention (shared with the toy world): y is up, the object sits at the origin, and the camera at
+azimuth 0 looks at the object's front from +z; azimuth 90 looks from +x (the object's right side as
+seen from the front). Cameras look along their local -z with +y up (OpenGL style).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Cameras:
+    """A batch of pinhole cameras: camera-to-world rotations, positions and vertical field of view."""
+    rot: torch.Tensor      # (B, 3, 3), columns = right, up, back (-forward)
+    pos: torch.Tensor      # (B, 3)
+    fov: torch.Tensor      # (B,) radians
+    azimuth: torch.Tensor  # (B,) degrees in [0, 360)
+    elevation: torch.Tensor  # (B,) degrees
+
+    def __len__(self) -> int:
+        return self.pos.shape[0]
+
+    def to(self, device) -> "Cameras":
+        return Cameras(*(t.to(device, non_blocking=True) for t in (self.rot, self.pos, self.fov, self.azimuth, self.elevation)))
+
+    def __getitem__(self, i) -> "Cameras":
+        sl = slice(i, i + 1) if isinstance(i, int) else i
+        return Cameras(self.rot[sl], self.pos[sl], self.fov[sl], self.azimuth[sl], self.elevation[sl])
+
+
+def orbit_cameras(azimuth: torch.Tensor, elevation: torch.Tensor, fov: torch.Tensor,
+                  radius: float = 1.5) -> Cameras:
+    """Cameras on a sphere of `radius` looking at the origin (angles in degrees)."""
+    az, el = torch.deg2rad(azimuth), torch.deg2rad(elevation)
+    pos = radius * torch.stack([torch.sin(az) * torch.cos(el), torch.sin(el), torch.cos(az) * torch.cos(el)], -1)
+    fwd = -pos / pos.norm(dim=-1, keepdim=True)
+    # Up vector: world y, except near the poles where the azimuth decides (continuous in azimuth).
+    world_up = torch.tensor([0.0, 1.0, 0.0], device=pos.device, dtype=pos.dtype).expand_as(pos)
+    alt_up = torch.stack([-torch.sin(az), torch.zeros_like(az), -torch.cos(az)], -1) * torch.sign(el).unsqueeze(-1)
+    up0 = torch.where((el.abs() > math.radians(89.9)).unsqueeze(-1), alt_up, world_up)
+    right = torch.linalg.cross(fwd, up0)
+    right = right / right.norm(dim=-1, keepdim=True)
+    up = torch.linalg.cross(right, fwd)
+    rot = torch.stack([right, up, -fwd], -1)
+    return Cameras(rot, pos, torch.deg2rad(fov), torch.remainder(azimuth, 360.0), elevation)
+
+
+def sample_train_cameras(n: int, cfg, generator: torch.Generator, fov_range=(40.0, 70.0), device="cpu") -> Cameras:
+    """The reference training distribution: uniform azimuth, elevation uniform on the sphere's area, FoV uniform.
+
+    cfg.fov_min / cfg.fov_max override `fov_range` (the prior's) where set.
+    """
+    fov_min = fov_range[0] if cfg.fov_min is None else cfg.fov_min
+    fov_max = fov_range[1] if cfg.fov_max is None else cfg.fov_max
+    u = torch.rand(3, n, generator=generator, device=device)
+    az = 360.0 * u[0]
+    s_lo, s_hi = math.sin(math.radians(cfg.elev_min)), math.sin(math.radians(cfg.elev_max))
+    el = torch.rad2deg(torch.asin(s_lo + (s_hi - s_lo) * u[1]))
+    fov = fov_min + (fov_max - fov_min) * u[2]
+    return orbit_cameras(az, el, fov, cfg.radius)
+
+
+VIEW_LABELS = ("front", "side", "back", "overhead")
+OVERHEAD_ELEVATION = 42.0
+
+
+def view_label(azimuth: float, elevation: float) -> str:
+    """front / side / back / side by azimuth quadrant (±45° around 0, 90, 180, 270); overhead above ~42°."""
+    if elevation > OVERHEAD_ELEVATION:
+        return "overhead"
+    quadrant = int(((azimuth + 45.0) % 360.0) // 90.0)
+    return ("front", "side", "back", "side")[quadrant]
+
+
+def view_prefix(label: str) -> str:
+    """The reference's view prompt prefixes."""
+    return {"front": "front view of ", "side": "side view of ", "back": "backside view of ",
+            "overhead": "overhead view of "}[label]
+
+
+def spiral_cameras(n: int = 100, turns: float = 3.0, elev_start: float = 60.0, elev_end: float = -5.0,
+                   fov: float = 60.0, radius: float = 1.5, device="cpu") -> Cameras:
+    """The test path: `turns` turns around the object while descending from elev_start to elev_end."""
+    t = torch.linspace(0, 1, n, device=device)
+    az = 360.0 * turns * t
+    el = elev_start + (elev_end - elev_start) * t
+    return orbit_cameras(az, el, torch.full_like(t, fov), radius)
+
+
+def eval_cameras(fov: float = 60.0, radius: float = 1.5, device="cpu") -> Cameras:
+    """Fixed held-out views: 8 azimuths offset from the view-prompt centres, at 20° and 50° elevation."""
+    az = torch.tensor([22.5 + 45.0 * k for k in range(8)] * 2, device=device)
+    el = torch.tensor([20.0] * 8 + [50.0] * 8, device=device)
+    return orbit_cameras(az, el, torch.full_like(az, fov), radius)
+
+
+def camera_rays(cams: Cameras, height: int, width: int, subpixel: int = 1):
+    """World-space ray origins and unit directions, (B, H*s, W*s, 3) each, for pixel-centre rays."""
+    h, w = height * subpixel, width * subpixel
+    dev, dt = cams.pos.device, cams.pos.dtype
+    ys = (torch.arange(h, device=dev, dtype=dt) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, device=dev, dtype=dt) + 0.5) / w * 2 - 1
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    tan = torch.tan(cams.fov / 2).view(-1, 1, 1)
+    d_cam = torch.stack([xx * tan * (w / h), -yy * tan, -torch.ones_like(xx).expand_as(xx * tan)], -1)
+    d = torch.einsum("bij,bhwj->bhwi", cams.rot, d_cam)
+    d = d / d.norm(dim=-1, keepdim=True)
+    o = cams.pos.view(-1, 1, 1, 3).expand_as(d)
+    return o, d

@@ -1,0 +1,73 @@
+"""Checkpoints: field, optimiser and RNG state in one safetensors file, written atomically, resumed exactly."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from .errors import SJCError
+
+FORMAT = "sjc-checkpoint-1"
+
+
+def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file via a temporary file, fsync and rename, so a kill never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: Path, field, optimizer: torch.optim.Optimizer, step: int,
+                    generators: dict[str, torch.Generator]) -> None:
+    """Everything needed to continue bit-for-bit from `step`."""
+    tensors = {f"field.{k}": v for k, v in field.state_dict().items()}
+    opt = optimizer.state_dict()
+    for idx, state in opt["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
+    for name, gen in generators.items():
+        tensors[f"rng.{name}"] = gen.get_state()
+    meta = {"format": FORMAT, "step": str(step), "param_groups": json.dumps(opt["param_groups"])}
+    atomic_save_tensors(tensors, path, meta)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a checkpoint; SJCError if missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise SJCError(f"no checkpoint at {path}: this folder holds no run to resume (start one with sjc generate)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise SJCError(f"the checkpoint {path} is corrupt ({str(e).splitlines()[0][:80]}); delete it to start the run over") from None
+    if meta.get("format") != FORMAT:
+        raise SJCError(f"{path} is not an sjc checkpoint (format {meta.get('format')!r})")
+    return tensors, meta
+
+
+def load_checkpoint(path: Path, field, optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator]) -> int:
+    """Restore field, optimiser and RNG state in place; return the step to continue from."""
+    tensors, meta = read_checkpoint(path)
+    try:
+        field.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("field.")})
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, idx, key = k.split(".", 2)
+                state.setdefault(int(idx), {})[key] = v
+        optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+        for name, gen in generators.items():
+            gen.set_state(tensors[f"rng.{name}"])
+        return int(meta["step"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise SJCError(f"the checkpoint {path} does not match its run config ({str(e).splitlines()[0][:80]})") from None

@@ -1,0 +1,118 @@
+"""The command line: sjc generate | resume | render | export | eval."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import RunConfig, add_config_flags, apply_overrides
+from .errors import SJCError
+
+
+def cmd_generate(a) -> None:
+    from .pipeline import generate
+
+    cfg = RunConfig.load(Path(a.config)) if a.config else RunConfig()
+    cfg.prompt = a.prompt
+    apply_overrides(cfg, a)
+    out_dir, metrics = generate(cfg, progress=not a.quiet)
+    _report(out_dir, metrics)
+
+
+def cmd_resume(a) -> None:
+    from .pipeline import resume
+
+    out_dir, metrics = resume(Path(a.run_dir), progress=not a.quiet, steps=a.steps)
+    _report(out_dir, metrics)
+
+
+def cmd_render(a) -> None:
+    from .pipeline import load_run, render_video
+
+    if a.subpixel < 1:
+        raise SJCError(f"--subpixel must be a positive integer, got {a.subpixel}")
+    run = load_run(Path(a.run_dir))
+    path = Path(a.out) if a.out else Path(a.run_dir) / (f"turntable_subpixel{a.subpixel}.mp4" if a.subpixel > 1 else "turntable.mp4")
+    print(render_video(run, path, subpixel=a.subpixel))
+
+
+def cmd_export(a) -> None:
+    from .pipeline import load_run, write_mesh
+
+    run = load_run(Path(a.run_dir))
+    for p in write_mesh(run, Path(a.run_dir), formats=[a.format], level=a.level):
+        print(p)
+
+
+def cmd_eval(a) -> None:
+    from .evaluate import DEFAULT_EVAL_PROMPTS, DEFAULT_VARIANTS, run_eval
+
+    base = RunConfig(prompt="eval")
+    apply_overrides(base, a)
+    summary = run_eval(base, a.prompts or DEFAULT_EVAL_PROMPTS, a.variants or DEFAULT_VARIANTS,
+                       list(range(a.seeds)), Path(a.out), jobs=a.jobs)
+    print(Path(a.out).with_suffix(".md").read_text())
+    print(f"wrote {Path(a.out).with_suffix('.md')} and .json ({len(summary)} cells)")
+
+
+def _report(out_dir: Path, metrics: dict) -> None:
+    gt = metrics.get("ground_truth")
+    extra = f"; IoU {gt['iou']:.3f}, PSNR {gt['psnr']:.2f} dB against the true object" if gt else ""
+    print(f"done: {metrics['steps']} steps in {metrics.get('train_seconds', 0):.1f} s{extra}\noutputs in {out_dir}/")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sjc", description="Score Jacobian Chaining: text prompt → 3D voxel field, video and mesh.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="lift a prompt into a 3D field (default: the built-in toy-world prior)")
+    g.add_argument("prompt", help='text prompt, e.g. "a blue sphere"')
+    g.add_argument("--config", help="start from a saved config.json (flags still override it)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(g)
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("resume", help="continue an interrupted run from its folder, exactly")
+    r.add_argument("run_dir")
+    r.add_argument("--steps", type=int, help="raise the step budget (train longer)")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_resume)
+
+    v = sub.add_parser("render", help="render a run's turntable video")
+    v.add_argument("run_dir")
+    v.add_argument("--subpixel", type=int, default=1, help="rays per pixel side, averaged (sharper final render)")
+    v.add_argument("--out", help="video path (default: inside the run folder)")
+    v.set_defaults(func=cmd_render)
+
+    e = sub.add_parser("export", help="export a run's mesh")
+    e.add_argument("run_dir")
+    e.add_argument("--format", default="glb", choices=["glb", "ply", "obj"])
+    e.add_argument("--level", type=float, help="density level of the surface (default: the evaluation level)")
+    e.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser("eval", help="score prompts × method variants against the toy world's true objects")
+    ev.add_argument("--prompts", nargs="+", help="toy prompts (default: 10 built-in ones)")
+    ev.add_argument("--variants", nargs="+", help="method[:noview] names, e.g. paas paas:noview sds naive oracle")
+    ev.add_argument("--seeds", type=int, default=1, help="seeds per cell (0 … n-1)")
+    ev.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    ev.add_argument("--out", default="docs/eval", help="output path prefix for .md and .json")
+    add_config_flags(ev)
+    ev.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SJCError as e:
+        print(f"sjc: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sjc: interrupted; the last checkpoint is kept, continue with 'sjc resume <run folder>'", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Typed run configuration: one dataclass per concept, every field a CLI flag, saved beside outputs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import SJCError
+
+
+@dataclass
+class FieldConfig:
+    """The voxel radiance field."""
+    grid_size: int = 48            # voxels per side of the box [-1, 1]^3
+    density_shift: float = -1.0    # density = softplus(raw * exp(d_scale) + shift)
+
+
+@dataclass
+class RenderConfig:
+    """The differentiable volume renderer."""
+    resolution: int = 32           # rays per side of a rendered view (= the prior's data size)
+    step_ratio: float = 0.5        # sample spacing in voxels (reference: half a voxel)
+    weight_threshold: float = 1e-4  # appearance is only looked up where w exceeds this
+    far_depth: float = 10.0        # depth assigned to the background
+    renderer: str = "dense"        # renderer implementation
+
+
+@dataclass
+class CameraConfig:
+    """Training camera distribution (reference defaults)."""
+    radius: float = 1.5
+    elev_min: float = -6.0
+    elev_max: float = 90.0
+    fov_min: Optional[float] = None   # None: the prior's FoV range (reference: 40 to 70 degrees)
+    fov_max: Optional[float] = None
+    test_fov: float = 60.0
+    video_frames: int = 100
+
+
+@dataclass
+class GuidanceConfig:
+    """How the 2D prior's score becomes an image-space gradient."""
+    method: str = "paas"           # paas | paas-plain | naive | sds | oracle
+    num_noise: int = 1             # K noise samples averaged per step
+    sigma_min: Optional[float] = None  # None: the prior's default training range
+    sigma_max: Optional[float] = None
+    guidance_scale: Optional[float] = None  # None: the prior's default
+    view_prompts: bool = True      # prefix "front view of" etc. by camera
+
+
+@dataclass
+class RegConfig:
+    """Regularisers."""
+    emptiness_weight: Optional[float] = None  # None: the prior's default
+    emptiness_scale: float = 10.0
+    emptiness_mult: float = 20.0
+    emptiness_mult_after: float = 0.5  # fraction of the steps after which the multiplier applies
+    center_depth_weight: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    """Adamax with per-group learning rates (reference defaults)."""
+    steps: int = 1000
+    lr: float = 0.05
+    bg_lr: float = 1e-4
+    seed: int = 0
+
+
+@dataclass
+class OutputConfig:
+    """What a run writes and how often."""
+    out_dir: Optional[str] = None  # None: outputs/<prompt-slug>
+    ckpt_every: int = 200
+    preview_every: int = 250
+    video: bool = True
+    mesh: bool = True
+    overwrite: bool = False        # replace a run already in out_dir
+    device: str = "cpu"
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; written as config.json beside its outputs."""
+    prompt: str = ""
+    prior: str = "closed-form"
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
+    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
+    guidance: GuidanceConfig = dataclasses.field(default_factory=GuidanceConfig)
+    reg: RegConfig = dataclasses.field(default_factory=RegConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+
+    SECTIONS = ("field", "render", "camera", "guidance", "reg", "optim", "output")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        d = dict(d)
+        kw: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            if f.name in cls.SECTIONS:
+                sec_type = type(getattr(cls(), f.name))
+                known = {g.name for g in fields(sec_type)}
+                kw[f.name] = sec_type(**{k: v for k, v in d[f.name].items() if k in known})
+            else:
+                kw[f.name] = d[f.name]
+        return cls(**kw)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            raise SJCError(f"cannot read run config {path}: {e}") from None
+
+    def validate(self) -> "RunConfig":
+        """Reject bad values with one actionable line each."""
+        if not self.prompt or not self.prompt.strip():
+            raise SJCError("the prompt is empty: give a text prompt, e.g. sjc generate \"a blue sphere\"")
+        checks = [
+            (self.field.grid_size, "--grid-size"), (self.optim.steps, "--steps"),
+            (self.render.resolution, "--resolution"), (self.guidance.num_noise, "--num-noise"),
+            (self.output.ckpt_every, "--ckpt-every"), (self.output.preview_every, "--preview-every"),
+            (self.camera.video_frames, "--video-frames"),
+        ]
+        for value, flag in checks:
+            if value <= 0:
+                raise SJCError(f"{flag} must be a positive integer, got {value}")
+        if self.field.grid_size < 2:
+            raise SJCError(f"--grid-size must be at least 2, got {self.field.grid_size}")
+        if self.guidance.method not in GUIDANCE_METHODS:
+            raise SJCError(f"unknown --method {self.guidance.method!r}; choose one of {', '.join(GUIDANCE_METHODS)}")
+        if self.optim.lr <= 0 or self.optim.bg_lr < 0:
+            raise SJCError("--lr must be positive and --bg-lr non-negative")
+        lo, hi = self.guidance.sigma_min, self.guidance.sigma_max
+        if (lo is not None and lo <= 0) or (lo is not None and hi is not None and hi <= lo):
+            raise SJCError(f"need 0 < --sigma-min < --sigma-max, got {lo} and {hi}")
+        fmin, fmax = self.camera.fov_min, self.camera.fov_max
+        if (fmin is not None and not 0 < fmin < 180) or (fmax is not None and not 0 < fmax < 180) or \
+                (fmin is not None and fmax is not None and fmin > fmax):
+            raise SJCError(f"need 0 < --fov-min <= --fov-max < 180 (degrees), got {fmin} and {fmax}")
+        return self
+
+
+GUIDANCE_METHODS = ("paas", "paas-plain", "naive", "sds", "oracle")
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def iter_fields(cfg: RunConfig):
+    """Yield (section or None, field) for every leaf config field."""
+    for f in fields(cfg):
+        if f.name in RunConfig.SECTIONS:
+            for g in fields(getattr(cfg, f.name)):
+                yield f.name, g
+        elif f.name not in ("prompt",):
+            yield None, f
+
+
+def add_config_flags(parser, defaults: Optional[RunConfig] = None) -> None:
+    """Add one flag per config field; the default None means 'not given on the command line'."""
+    defaults = defaults or RunConfig()
+    for section, f in iter_fields(defaults):
+        default = getattr(getattr(defaults, section) if section else defaults, f.name)
+        ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        help_ = f"(default: {default})"
+        if "bool" in ftype:
+            parser.add_argument(flag_name(f.name), dest=f.name, default=None,
+                                action=_BoolAction, nargs=0, help=help_)
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, default=None,
+                                action=_BoolAction, nargs=0, help=argparse_suppress())
+        else:
+            conv = int if "int" in ftype else float if "float" in ftype else str
+            parser.add_argument(flag_name(f.name), dest=f.name, type=conv, default=None, help=help_)
+
+
+def argparse_suppress():
+    import argparse
+    return argparse.SUPPRESS
+
+
+class _BoolAction:
+    """--flag sets True, --no-flag sets False."""
+
+    def __new__(cls, *args, **kwargs):
+        import argparse
+
+        class A(argparse.Action):
+            def __call__(self, parser, namespace, values, option_string=None):
+                setattr(namespace, self.dest, not option_string.startswith("--no-"))
+
+        return A(*args, **kwargs)
+
+
+def apply_overrides(cfg: RunConfig, ns) -> RunConfig:
+    """Copy the flags that were given on the command line into cfg."""
+    for section, f in iter_fields(cfg):
+        value = getattr(ns, f.name, None)
+        if value is not None:
+            setattr(getattr(cfg, section) if section else cfg, f.name, value)
+    return cfg

@@ -1,0 +1,188 @@
+"""Ground-truth evaluation in the toy world: occupancy IoU, held-out-view PSNR, best rotation about y."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .cameras import eval_cameras, orbit_cameras
+from .toyworld import ToyObject, occupancy, render_truth
+
+OCCUPANCY_OPTICAL_DEPTH = 0.2   # a voxel is opaque where it alone absorbs 1 − e^−0.2 ≈ 18% of the light
+ROTATIONS = [float(a) for a in range(0, 360, 10)]
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Intersection over union of two boolean grids."""
+    inter = (a & b).sum().item()
+    union = (a | b).sum().item()
+    return inter / union if union else 1.0
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio of images in [-1, 1] (peak-to-peak range 2)."""
+    mse = F.mse_loss(a.clamp(-1, 1), b.clamp(-1, 1)).item()
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+def rotate_y(grid: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Resample an (N, N, N) [z, y, x] grid rotated by `degrees` about the vertical axis (nearest-neighbour)."""
+    a = math.radians(degrees)
+    c, s = math.cos(a), math.sin(a)
+    n = grid.shape[0]
+    lin = torch.linspace(-1, 1, n, device=grid.device)
+    z, y, x = torch.meshgrid(lin, lin, lin, indexing="ij")
+    # The rotated grid at p holds the original at R⁻¹p (R rotates by +a about y: x' = c·x + s·z, z' = −s·x + c·z).
+    xs, zs = c * x - s * z, s * x + c * z
+    pts = torch.stack([xs, y, zs], -1)[None]
+    out = F.grid_sample(grid[None, None].float(), pts, mode="nearest", padding_mode="zeros", align_corners=True)
+    return out[0, 0] > 0.5 if grid.dtype == torch.bool else out[0, 0]
+
+
+def occupancy_level(grid_size: int, optical_depth: float = OCCUPANCY_OPTICAL_DEPTH) -> float:
+    """The density at which one voxel has the given optical depth: the surface level for IoU and meshes."""
+    return optical_depth * (grid_size - 1) / 2.0
+
+
+@torch.no_grad()
+def field_occupancy(field, level: float | None = None) -> torch.Tensor:
+    """The field's solid: voxels denser than the surface level, with enclosed cavities filled.
+
+    The optimisation only shapes what is visible, so the inside of an object may keep its initial low
+    density; the solid is what the opaque surface encloses.
+    """
+    from scipy.ndimage import binary_fill_holes
+
+    level = occupancy_level(field.grid_size) if level is None else level
+    occ = (field.density_grid() > level).cpu().numpy()
+    return torch.from_numpy(binary_fill_holes(occ))
+
+
+@torch.no_grad()
+def evaluate_field(run, obj: ToyObject, rotations: bool = True) -> dict:
+    """IoU against the voxelised truth and PSNR at the fixed held-out views; also at the best y-rotation."""
+    field = run.field
+    occ = field_occupancy(field).cpu()
+    truth = occupancy(obj, field.grid_size)
+    cams = eval_cameras(run.cfg.camera.test_fov, run.cfg.camera.radius)
+    res = run.resolution
+    target = render_truth(obj, cams, res, res)
+    image = run.prior.decode(run.render(cams.to(run.device)).image).cpu()
+    metrics = {"iou": iou(occ, truth), "psnr": psnr(image, target)}
+    if rotations:
+        # Rotating the field by a matches the truth when the field holds the object turned by −a.
+        best = max(ROTATIONS, key=lambda a: iou(rotate_y(occ, a), truth))
+        metrics["iou_rot"] = iou(rotate_y(occ, best), truth)
+        metrics["best_rotation"] = best
+        # Seeing the field from azimuth φ + (−best) equals seeing the rotated field from φ.
+        rc = orbit_cameras(cams.azimuth - best, cams.elevation, torch.rad2deg(cams.fov), run.cfg.camera.radius)
+        metrics["psnr_rot"] = psnr(run.prior.decode(run.render(rc.to(run.device)).image).cpu(), target)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# `sjc eval`: prompts × method variants → Markdown and JSON tables.
+
+DEFAULT_EVAL_PROMPTS = [
+    "a blue sphere", "a red cube", "a green cone", "a yellow cylinder", "a purple torus",
+    "an orange sphere", "a cyan cube", "a pink cone", "a red cube with a ball on its front", "a blue mug",
+]
+DEFAULT_VARIANTS = ["paas", "paas:noview", "oracle"]
+
+
+def variant_config(base, prompt: str, variant: str, seed: int):
+    """A run config for one table cell: 'method' or 'method:noview' on top of the base config."""
+    import copy
+
+    cfg = copy.deepcopy(base)
+    method, _, flag = variant.partition(":")
+    cfg.prompt, cfg.guidance.method, cfg.optim.seed = prompt, method, seed
+    if flag == "noview":
+        cfg.guidance.view_prompts = False
+    elif flag:
+        from .errors import SJCError
+        raise SJCError(f"unknown variant option {flag!r} in {variant!r}: use 'method' or 'method:noview'")
+    return cfg.validate()
+
+
+def eval_cell(args) -> dict:
+    """Train one (prompt, variant, seed) without writing a run folder and score it against the truth."""
+    base, prompt, variant, seed, threads = args
+    import time
+
+    from .train import build_run, train
+
+    torch.set_num_threads(threads)
+    cfg = variant_config(base, prompt, variant, seed)
+    t0 = time.perf_counter()
+    run = train(build_run(cfg), None, progress=False)
+    obj = run.prior.truth(prompt)
+    return {"prompt": prompt, "variant": variant, "seed": seed, "seconds": time.perf_counter() - t0,
+            **evaluate_field(run, obj, rotations=True)}
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and spread over seeds per (prompt, variant)."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["prompt"], r["variant"]), []).append(r)
+    out = []
+    for (prompt, variant), rs in groups.items():
+        s = {"prompt": prompt, "variant": variant, "seeds": len(rs)}
+        for k in ("iou", "psnr", "iou_rot", "psnr_rot", "seconds"):
+            vals = [r[k] for r in rs]
+            s[k] = statistics.fmean(vals)
+            s[k + "_std"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+        out.append(s)
+    return out
+
+
+def markdown_table(summary: list[dict], variants: list[str]) -> str:
+    """One row per prompt × variant, then the per-variant means."""
+    lines = ["| prompt | variant | IoU | PSNR (dB) | IoU @best rot | PSNR @best rot | s/run |",
+             "|---|---|---|---|---|---|---|"]
+    for s in summary:
+        pm = lambda k, f: f"{s[k]:{f}}" + (f" ± {s[k + '_std']:{f}}" if s["seeds"] > 1 else "")
+        lines.append(f"| {s['prompt']} | {s['variant']} | {pm('iou', '.3f')} | {pm('psnr', '.2f')} | "
+                     f"{pm('iou_rot', '.3f')} | {pm('psnr_rot', '.2f')} | {s['seconds']:.0f} |")
+    lines += ["", "| variant | mean IoU | mean PSNR | mean IoU @rot | mean PSNR @rot |", "|---|---|---|---|---|"]
+    for v in variants:
+        ss = [s for s in summary if s["variant"] == v]
+        if ss:
+            m = lambda k: sum(s[k] for s in ss) / len(ss)
+            lines.append(f"| {v} | {m('iou'):.3f} | {m('psnr'):.2f} | {m('iou_rot'):.3f} | {m('psnr_rot'):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], out_prefix, jobs: int = 1) -> list[dict]:
+    """Run every cell (in `jobs` processes), write <out_prefix>.md and .json, return the summary."""
+    import json
+    import multiprocessing as mp
+    from pathlib import Path
+
+    from .errors import SJCError
+    from .priors import load_prior
+
+    prior = load_prior(base.prior, base.render.resolution)
+    for p in prompts:   # fail fast on a bad prompt or variant, before any training
+        if prior.truth(p) is None:
+            raise SJCError(f"sjc eval needs prompts with a known 3D truth; prior {base.prior!r} has none for {p!r}")
+        for v in variants:
+            variant_config(base, p, v, 0)
+    threads = max(1, torch.get_num_threads() // max(jobs, 1))
+    cells = [(base, p, v, s, threads) for p in prompts for v in variants for s in seeds]
+    if jobs > 1:
+        with mp.get_context("spawn").Pool(jobs) as pool:
+            rows = list(pool.imap(eval_cell, cells))
+    else:
+        rows = [eval_cell(c) for c in cells]
+    summary = summarize(rows)
+    out_prefix = Path(out_prefix)
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    out_prefix.with_suffix(".json").write_text(json.dumps({"rows": rows, "summary": summary,
+                                                           "config": base.to_dict()}, indent=2) + "\n")
+    out_prefix.with_suffix(".md").write_text(markdown_table(summary, variants))
+    return summary

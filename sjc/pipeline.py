@@ -1,0 +1,147 @@
+"""Runs on disk: generate, resume, render and export a run folder (config, checkpoint, previews, video, mesh, metrics)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .cameras import orbit_cameras, spiral_cameras
+from .config import RunConfig
+from .errors import SJCError
+from .evaluate import evaluate_field, occupancy_level
+from .export import export_mesh, extract_mesh, normalize_map, save_image, save_video
+from .train import Run, build_run, checkpoint_path, resume_from, train
+
+CONFIG_NAME = "config.json"
+
+
+def slugify(prompt: str) -> str:
+    """A folder name for a prompt: 'A blue sphere!' → 'a-blue-sphere'."""
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:80] or "run"
+
+
+def out_dir_for(cfg: RunConfig) -> Path:
+    """The run folder: --out-dir, or outputs/<prompt-slug>."""
+    return Path(cfg.output.out_dir) if cfg.output.out_dir else Path("outputs") / slugify(cfg.prompt)
+
+
+def prepare_out_dir(path: Path) -> Path:
+    """Create the run folder and prove it is writable, or fail with one actionable line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise SJCError(f"cannot write to the output folder {path}: {e.strerror or e}; choose another with --out-dir") from None
+    return path
+
+
+def preview_cameras(fov: float, radius: float, device) -> "Cameras":
+    """Four fixed views (front, right, back, left) at 15° elevation for previews and summary images."""
+    az = torch.tensor([0.0, 90.0, 180.0, 270.0])
+    return orbit_cameras(az, torch.full_like(az, 15.0), torch.full_like(az, fov), radius).to(device)
+
+
+@torch.no_grad()
+def write_preview(run: Run, out_dir: Path) -> None:
+    """previews/step_NNNNNN.png: the four fixed views, decoded to RGB."""
+    cams = preview_cameras(run.cfg.camera.test_fov, run.cfg.camera.radius, run.device)
+    save_image(out_dir / "previews" / f"step_{run.step:06d}.png", run.prior.decode(run.render(cams).image), scale=4)
+
+
+@torch.no_grad()
+def render_video(run: Run, path: Path, subpixel: int = 1, scale: int = 4) -> Path:
+    """The spiral turntable: pixel-space fields are rendered at `scale`× resolution, latent fields decoded."""
+    c = run.cfg.camera
+    cams = spiral_cameras(run.cfg.camera.video_frames, fov=c.test_fov, radius=c.radius, device=run.device)
+    res = run.resolution * (scale if run.prior.pixel_space else 1)
+    frames = []
+    for i in range(len(cams)):
+        out = run.render(cams[i], subpixel=subpixel, resolution=res)
+        frames.append(run.prior.decode(out.image).cpu())
+    return save_video(path, torch.cat(frames))
+
+
+@torch.no_grad()
+def write_mesh(run: Run, out_dir: Path, formats=("glb", "ply"), level: Optional[float] = None) -> list[Path]:
+    """Marching cubes on the density at the surface level, coloured by the field's appearance."""
+    level = occupancy_level(run.field.grid_size) if level is None else level
+    mesh = extract_mesh(run.field.density_grid().cpu(), level,
+                        lambda v: run.prior.feature_to_rgb(run.field.colour_at(v.to(run.device))).cpu())
+    return [export_mesh(mesh, out_dir / f"mesh.{fmt}", fmt) for fmt in formats]
+
+
+def finalize(run: Run, out_dir: Path) -> dict:
+    """Write the summary images, video, mesh and metrics.json of a finished run."""
+    t0 = time.perf_counter()
+    cams = preview_cameras(run.cfg.camera.test_fov, run.cfg.camera.radius, run.device)
+    with torch.no_grad():
+        out = run.render(cams)
+        save_image(out_dir / "views.png", run.prior.decode(out.image), scale=4)
+        save_image(out_dir / "depth.png", normalize_map(out.depth, 0.0, 2 * run.cfg.camera.radius), scale=4)
+        save_image(out_dir / "opacity.png", normalize_map(out.opacity, 0.0, 1.0), scale=4)
+    if run.cfg.output.video:
+        render_video(run, out_dir / "turntable.mp4")
+    if run.cfg.output.mesh:
+        try:
+            write_mesh(run, out_dir)
+        except SJCError as e:   # an empty field is a result, not a crash: say so and carry on
+            print(f"sjc: warning: no mesh written: {e}")
+    metrics = {"prompt": run.cfg.prompt, "steps": run.step, **run.timings,
+               "finalize_seconds": time.perf_counter() - t0, "device": str(run.device)}
+    obj = run.prior.truth(run.cfg.prompt)
+    if obj is not None:
+        metrics["ground_truth"] = evaluate_field(run, obj)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def generate(cfg: RunConfig, progress: bool = True) -> tuple[Path, dict]:
+    """Start a run from a config: validate, create the folder, write config.json, train, finalize."""
+    cfg.validate()
+    out_dir = out_dir_for(cfg)
+    if checkpoint_path(out_dir).exists() and not cfg.output.overwrite:
+        raise SJCError(f"{out_dir} already holds a run: continue it with 'sjc resume {out_dir}', "
+                       f"or pass --overwrite or another --out-dir")
+    run = build_run(cfg)   # before touching the folder: bad prompts and priors fail early
+    prepare_out_dir(out_dir)
+    cfg.save(out_dir / CONFIG_NAME)
+    train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
+    return out_dir, finalize(run, out_dir)
+
+
+def load_run(run_dir: Path, restore: bool = True) -> Run:
+    """Rebuild a run from its folder's config.json and (if restore) its checkpoint."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise SJCError(f"no run folder at {run_dir}: give the folder that sjc generate wrote (e.g. outputs/a-blue-sphere)")
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise SJCError(f"{run_dir} holds no {CONFIG_NAME}: it is not an sjc run folder")
+    cfg = RunConfig.load(run_dir / CONFIG_NAME)
+    try:
+        cfg.validate()
+    except SJCError as e:
+        raise SJCError(f"the run config in {run_dir} is invalid: {e}") from None
+    run = build_run(cfg)
+    if restore:
+        resume_from(run, run_dir)
+    return run
+
+
+def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None) -> tuple[Path, dict]:
+    """Continue an interrupted (or finished, with more --steps) run exactly where its checkpoint left off."""
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    if steps is not None:
+        run.cfg.optim.steps = steps
+        run.cfg.validate()
+        run.cfg.save(run_dir / CONFIG_NAME)
+    prepare_out_dir(run_dir)
+    train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir))
+    return run_dir, finalize(run, run_dir)

@@ -1,0 +1,78 @@
+"""The closed-form prior: the exact MMSE denoiser of a finite toy-world image set (notes §4)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .. import toyworld
+from .base import Prior
+
+
+def cache_dir() -> Path:
+    """Where rendered toy-world image sets are cached ($SJC_CACHE or ~/.cache/sjc)."""
+    return Path(os.environ.get("SJC_CACHE", Path.home() / ".cache" / "sjc"))
+
+
+def mmse_denoise(z: torch.Tensor, sigma: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """D(z, σ) = Σᵢ softmaxᵢ(−‖z − yᵢ‖² / 2σ²) yᵢ for z (B, D), σ (B,) and images (M, D); stable via log-sum-exp."""
+    d2 = (z * z).sum(1, keepdim=True) - 2 * z @ images.t() + (images * images).sum(1)[None]
+    logits = -d2.clamp_min(0) / (2 * sigma.view(-1, 1) ** 2)
+    return torch.softmax(logits, dim=1) @ images
+
+
+class ClosedFormPrior(Prior):
+    """Exact denoiser of the rendered views of the prompt's toy object; view-prefixed prompts select that view's images."""
+
+    name = "closed-form"
+    text_conditioned = True
+    pixel_space = True
+    default_emptiness = 1.0
+    background_init = 1.0
+    fov_range = (toyworld.SET_FOV, toyworld.SET_FOV)   # a finite set has no images between its FoVs
+
+    def __init__(self, resolution: int = 32, device="cpu", sigma_range=(0.05, 6.0), images=None):
+        super().__init__()
+        self.height = self.width = resolution
+        self.device = torch.device(device)
+        self.sigmas = torch.logspace(-2, 1.5, 1000, device=self.device)   # 0.01 … 31.6
+        self.sigma_range = sigma_range
+        self._fixed_images = images   # a given image set (M, C, H, W) instead of toy-world renders
+
+    def default_train_sigmas(self) -> torch.Tensor:
+        lo, hi = self.sigma_range
+        return self.sigmas[(self.sigmas >= lo) & (self.sigmas <= hi)]
+
+    def _object_images(self, obj: toyworld.ToyObject) -> tuple[torch.Tensor, list[str]]:
+        path = cache_dir() / "toyworld" / f"{obj.shape}-{obj.colour}-{self.height}-v2.pt"
+        if path.exists():
+            try:
+                data = torch.load(path, weights_only=False)
+                return data["images"].to(self.device), data["labels"]
+            except Exception:
+                pass   # a corrupt cache entry is simply rebuilt
+        imgs, labels = toyworld.image_set(obj, self.height)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"images": imgs, "labels": labels}, tmp)
+        os.replace(tmp, path)
+        return imgs.to(self.device), labels
+
+    def encode(self, prompt: str) -> torch.Tensor:
+        """The flattened image set (M, C·H·W) the prompt refers to."""
+        if self._fixed_images is not None:
+            return self._fixed_images.to(self.device).flatten(1)
+        view, obj = toyworld.parse_prompt(prompt)
+        imgs, labels = self._object_images(obj)
+        if view is not None:
+            imgs = imgs[torch.tensor([lab == view for lab in labels], device=self.device)]
+        return imgs.flatten(1)
+
+    def D(self, x: torch.Tensor, sigma, cond: torch.Tensor = None, guidance: Optional[float] = None) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=x.dtype).expand(x.shape[0])
+        return mmse_denoise(x.flatten(1), sigma, cond).view_as(x)
+
+    def truth(self, prompt: str):
+        return toyworld.parse_prompt(prompt)[1]

@@ -1,0 +1,29 @@
+"""Regularisers on the rendered weights and depth."""
+from __future__ import annotations
+
+import torch
+
+
+def emptiness_loss(weights: torch.Tensor, valid: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
+    """Mean over ray samples of log(1 + scale·w): favours empty space, cheap on already-opaque samples."""
+    return (torch.log1p(scale * weights) * valid).sum() / valid.sum().clamp_min(1)
+
+
+def emptiness_weight(base: float, step: int, total: int, mult: float, after: float) -> float:
+    """The emptiness weight at a step: base, times `mult` from the fraction `after` of the run on."""
+    return base * (mult if step >= after * total else 1.0)
+
+
+def center_depth_loss(depth: torch.Tensor, far_depth: float = 10.0, box: float = 50 / 64) -> torch.Tensor:
+    """Pull the object into the view's centre: mean depth inside the central box minus mean depth outside it.
+
+    depth (B, 1, H, W) lies in [0, far_depth], so the loss is finite for every field; normalised by far_depth.
+    Minimising it makes the centre nearer (more density on central rays) and the border farther (less density there).
+    """
+    h, w = depth.shape[-2:]
+    ys = (torch.arange(h, device=depth.device) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, device=depth.device) + 0.5) / w * 2 - 1
+    inside = (ys.abs()[:, None] < box) & (xs.abs()[None, :] < box)
+    centre = depth[..., inside].mean()
+    border = depth[..., ~inside].mean()
+    return (centre - border) / far_depth

@@ -1,0 +1,124 @@
+"""The SJC optimisation loop: render a view, score it with the 2D prior, chain through the renderer, step."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .cameras import sample_train_cameras
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import RunConfig
+from .field import VoxelField
+from .guidance import OracleGuide, ScoreGuide, view_prompt
+from .priors import Prior, load_prior, train_sigmas
+from .regularizers import center_depth_loss, emptiness_loss, emptiness_weight
+from .render import render
+
+
+@dataclass
+class Run:
+    """Everything a run needs, built from its config: prior, field, optimiser, guide and RNG streams."""
+    cfg: RunConfig
+    prior: Prior
+    field: VoxelField
+    optimizer: torch.optim.Optimizer
+    guide: Callable
+    generators: dict[str, torch.Generator]
+    device: torch.device
+    step: int = 0
+    timings: dict = dc_field(default_factory=dict)
+
+    @property
+    def resolution(self) -> int:
+        return self.cfg.render.resolution
+
+    def render(self, cams, subpixel: int = 1, resolution: Optional[int] = None, chunk: Optional[int] = None):
+        """Render views with the run's renderer settings (at the prior's resolution unless given)."""
+        r, res = self.cfg.render, resolution or self.resolution
+        return render(self.field, cams, res, res, r.step_ratio, r.weight_threshold, r.far_depth, r.renderer,
+                      subpixel, chunk)
+
+
+def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
+    """Instantiate a fresh run (step 0) from a validated config."""
+    device = torch.device(cfg.output.device)
+    prior = prior or load_prior(cfg.prior, cfg.render.resolution, device)
+    cam_gen = torch.Generator("cpu").manual_seed(cfg.optim.seed)             # cameras: host side, no syncs
+    noise_gen = torch.Generator(device).manual_seed(cfg.optim.seed + 1)      # σ and noise: on the device
+    init_gen = torch.Generator("cpu").manual_seed(cfg.optim.seed + 2)
+    field = VoxelField(cfg.field.grid_size, prior.channels, prior.pixel_space, cfg.field.density_shift,
+                       prior.appearance_init, prior.background_init, init_gen, device)
+    optimizer = torch.optim.Adamax(field.param_groups(cfg.optim.lr, cfg.optim.bg_lr))
+    g = cfg.guidance
+    if g.method == "oracle":
+        obj = prior.truth(cfg.prompt)
+        from .toyworld import render_truth
+        guide = OracleGuide(lambda cams: render_truth(obj, cams, cfg.render.resolution, cfg.render.resolution))
+    else:
+        guide = ScoreGuide(prior, g.method, train_sigmas(prior, g.sigma_min, g.sigma_max), g.guidance_scale,
+                           g.num_noise)
+    return Run(cfg, prior, field, optimizer, guide, {"camera": cam_gen, "noise": noise_gen}, device)
+
+
+def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
+    """One step of Score Jacobian Chaining; returns the loss terms (tensors, not synchronised)."""
+    cfg = run.cfg
+    cams_host = sample_train_cameras(1, cfg.camera, run.generators["camera"], run.prior.fov_range)
+    cams = cams_host.to(run.device)
+    prompt = view_prompt(cfg.prompt, cams_host, cfg.guidance.view_prompts)
+    out = run.render(cams)
+    grad = run.guide(out.image.detach(), cams, prompt, run.generators["noise"])   # 2D score, no U-Net Jacobian
+    lam = emptiness_weight(run.prior.default_emptiness if cfg.reg.emptiness_weight is None else cfg.reg.emptiness_weight,
+                           step, cfg.optim.steps, cfg.reg.emptiness_mult, cfg.reg.emptiness_mult_after)
+    empty = emptiness_loss(out.weights, out.valid, cfg.reg.emptiness_scale)
+    reg = lam * empty
+    if cfg.reg.center_depth_weight:
+        reg = reg + cfg.reg.center_depth_weight * center_depth_loss(out.depth, cfg.render.far_depth)
+    run.optimizer.zero_grad(set_to_none=True)
+    # The chain rule as one vector–Jacobian product: ascend the 2D score through ∂x/∂θ, descend the regularisers.
+    torch.autograd.backward([out.image, reg], [-grad, torch.ones_like(reg)])
+    run.optimizer.step()
+    return {"emptiness": empty.detach(), "grad_norm": grad.norm() / grad.numel() ** 0.5,
+            "opacity": out.opacity.mean().detach()}
+
+
+def checkpoint_path(out_dir: Path) -> Path:
+    return Path(out_dir) / "checkpoint.safetensors"
+
+
+def save(run: Run, out_dir: Path) -> None:
+    save_checkpoint(checkpoint_path(out_dir), run.field, run.optimizer, run.step, run.generators)
+
+
+def resume_from(run: Run, out_dir: Path) -> None:
+    run.step = load_checkpoint(checkpoint_path(out_dir), run.field, run.optimizer, run.generators)
+
+
+def train(run: Run, out_dir: Optional[Path] = None, progress: bool = True,
+          on_preview: Optional[Callable[[Run], None]] = None) -> Run:
+    """Optimise from run.step to cfg.optim.steps, checkpointing every ckpt_every steps and at the end."""
+    from tqdm import tqdm
+
+    cfg = run.cfg
+    total = cfg.optim.steps
+    bar = tqdm(total=total, initial=run.step, disable=not progress, desc="sjc", unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    start = run.step
+    while run.step < total:
+        terms = sjc_step(run, run.step)
+        run.step += 1
+        bar.update(1)
+        if run.step % 20 == 0 or run.step == total:
+            bar.set_postfix({k: f"{float(v):.3g}" for k, v in terms.items()}, refresh=False)
+        if out_dir is not None and (run.step % cfg.output.ckpt_every == 0 or run.step == total):
+            save(run, out_dir)
+        if on_preview is not None and run.step % cfg.output.preview_every == 0:
+            on_preview(run)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    run.timings.update(train_seconds=elapsed, steps_run=run.step - start,
+                       seconds_per_step=elapsed / max(run.step - start, 1))
+    return run
