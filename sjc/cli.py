@@ -8,6 +8,8 @@ from pathlib import Path
 from .config import RunConfig, add_config_flags, apply_overrides
 from .errors import SJCError
 
+DEFAULT_PROMPT = "a blue sphere"
+
 
 def cmd_generate(a) -> None:
     from .pipeline import generate
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="lift a prompt into a 3D field (default: the built-in toy-world prior)")
-    g.add_argument("prompt", help='text prompt, e.g. "a blue sphere"')
+    g.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help=f'text prompt (default: "{DEFAULT_PROMPT}")')
     g.add_argument("--config", help="start from a saved config.json (flags still override it)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(g)

@@ -1,0 +1,117 @@
+"""The method's identities and invariants: PAAS and the √2σ relation, guidance forms, regularisers."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sjc.guidance import GRADIENTS, naive, paas, sample_sigma, sds
+from sjc.priors import ClosedFormPrior, load_prior, train_sigmas
+from sjc.priors.closed_form import mmse_denoise
+from sjc.errors import SJCError
+from sjc.toyworld import ToyObject, image_set
+
+
+def cosine(a, b):
+    return F.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
+
+
+def test_mmse_denoiser_limits_and_stability():
+    g = torch.Generator().manual_seed(0)
+    ys = torch.rand(5, 48, generator=g) * 2 - 1
+    z = ys[2:3] + 0.01 * torch.randn(1, 48, generator=g)
+    # Tiny σ: the nearest image exactly, with no NaN despite huge logits.
+    out = mmse_denoise(z * 100, torch.tensor([1e-4]), ys)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(mmse_denoise(z, torch.tensor([1e-3]), ys), ys[2:3], atol=1e-6)
+    # Huge σ: the mean image.
+    assert torch.allclose(mmse_denoise(z, torch.tensor([1e4]), ys), ys.mean(0, keepdim=True), atol=1e-5)
+    # Matches the direct formula at a moderate σ.
+    s = 0.7
+    w = torch.softmax(-((z - ys) ** 2).sum(1) / (2 * s * s), 0)
+    assert torch.allclose(mmse_denoise(z, torch.tensor([s]), ys), (w[:, None] * ys).sum(0, keepdim=True), atol=1e-6)
+
+
+def test_sqrt2_sigma_identity_single_image():
+    """For one training image y, PAAS(x, σ) = (y − x)/σ² = 2 · score of p at √2σ, exactly."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
+    prior = ClosedFormPrior(resolution=8, images=y)
+    cond = prior.cond("anything")
+    x = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
+    for s in (0.1, 0.5, 2.0):
+        sigma = torch.tensor(s)
+        paas_score = paas(prior, x, sigma, cond, None, g, num_noise=4) / s   # ×1/σ: back to the score scale
+        score_sqrt2 = (prior.D(x, math.sqrt(2) * sigma, cond) - x) / (2 * s * s)
+        ratio = (paas_score.norm() / score_sqrt2.norm()).item()
+        assert ratio == pytest.approx(2.0, abs=1e-5)
+        assert cosine(paas_score, score_sqrt2) > 0.999999
+
+
+def test_sqrt2_sigma_direction_many_images():
+    """For a toy-world image set (252 views) the PAAS direction agrees with the score at √2σ for σ ≤ 1."""
+    imgs, _ = image_set(ToyObject("cube", "red"), 8)
+    prior = ClosedFormPrior(resolution=8, images=imgs)
+    cond = prior.cond("set")
+    g = torch.Generator().manual_seed(2)
+    for s in (0.1, 0.3, 1.0):
+        sigma = torch.tensor(s)
+        for i in (0, 100, 200):
+            x = imgs[i:i + 1] + 0.3 * torch.randn(1, 3, 8, 8, generator=g)
+            paas_score = paas(prior, x, sigma, cond, None, g, num_noise=20000) / s
+            score_sqrt2 = (prior.D(x, math.sqrt(2) * sigma, cond) - x) / (2 * s * s)
+            assert cosine(paas_score, score_sqrt2) > 0.95, (s, i)
+            assert 1.8 < (paas_score.norm() / score_sqrt2.norm()).item() < 2.2
+
+
+def _same_noise_call(fn, prior, x, sigma, cond, seed=3, k=1):
+    g = torch.Generator().manual_seed(seed)
+    return fn(prior, x, sigma, cond, None, g, num_noise=k)
+
+
+def test_guidance_forms_relations():
+    g = torch.Generator().manual_seed(4)
+    ys = torch.rand(6, 3, 4, 4, generator=g) * 2 - 1
+    prior = ClosedFormPrior(resolution=4, images=ys)
+    cond = prior.cond("x")
+    x = torch.rand(1, 3, 4, 4, generator=g) * 2 - 1
+    sigma = torch.tensor(0.8)
+    vr = _same_noise_call(GRADIENTS["paas"], prior, x, sigma, cond)
+    plain = _same_noise_call(GRADIENTS["paas-plain"], prior, x, sigma, cond)
+    n = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    # plain = variance-reduced minus the noise itself.
+    assert torch.allclose(plain, vr - n, atol=1e-6)
+    # SDS = (1 − ᾱ) · variance-reduced PAAS with 1 − ᾱ = σ²/(1 + σ²).
+    s = _same_noise_call(sds, prior, x, sigma, cond)
+    assert torch.allclose(s, vr * 0.64 / 1.64, atol=1e-6)
+    # The naive score uses the clean render.
+    assert torch.allclose(_same_noise_call(naive, prior, x, sigma, cond), (prior.D(x, sigma, cond) - x) / sigma, atol=1e-6)
+    # K noise samples are averaged: K = 2 is the mean of two single draws of the same stream.
+    k2 = _same_noise_call(GRADIENTS["paas"], prior, x, sigma, cond, k=2)
+    n2 = torch.randn((2, *x.shape[1:]), generator=torch.Generator().manual_seed(3))
+    manual = sum((prior.D(x + sigma * n2[i:i + 1], sigma, cond) - x) / sigma for i in range(2)) / 2
+    assert torch.allclose(k2, manual, atol=1e-6)
+
+
+def test_sigma_tables_and_sampling():
+    prior = load_prior("closed-form", 8)
+    s = prior.sigmas
+    assert (s[1:] > s[:-1]).all()
+    default = train_sigmas(prior)
+    assert default.min() >= prior.sigma_range[0] and default.max() <= prior.sigma_range[1]
+    sub = train_sigmas(prior, 0.5, 1.0)
+    assert sub.min() >= 0.5 and sub.max() <= 1.0 and sub.numel() > 10
+    with pytest.raises(SJCError, match="no σ"):
+        train_sigmas(prior, 100.0, 200.0)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_sigma(sub, g) for _ in range(2000)])
+    assert set(draws.tolist()) <= set(sub.tolist())
+    # Uniform over table entries: both halves of the table are drawn about equally often.
+    idx = torch.searchsorted(sub, draws)
+    frac_low = (idx < sub.numel() // 2).float().mean().item()
+    assert 0.44 < frac_low < 0.56
+
+
+def test_unknown_prior_is_a_clear_error():
+    with pytest.raises(SJCError, match="unknown prior 'nope'; available: closed-form"):
+        load_prior("nope")

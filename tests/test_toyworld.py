@@ -1,0 +1,82 @@
+"""The toy world's ground truth and the evaluation metrics."""
+import math
+
+import pytest
+import torch
+
+from sjc.cameras import orbit_cameras
+from sjc.errors import SJCError
+from sjc.evaluate import iou, occupancy_level, psnr, rotate_y
+from sjc.toyworld import ALL_OBJECTS, COLOURS, SHAPES, ToyObject, occupancy, parse_prompt, render_truth
+
+
+def test_catalogue_size():
+    assert len(COLOURS) >= 8
+    assert {"sphere", "cube", "cylinder", "cone", "torus", "cube_with_ball", "mug"} <= set(SHAPES)
+    assert sum(o.asymmetric for o in ALL_OBJECTS) == 2 * len(COLOURS)
+
+
+@pytest.mark.parametrize("prompt,view,shape,colour", [
+    ("a red cube", None, "cube", "red"),
+    ("front view of a red cube", "front", "cube", "red"),
+    ("  Backside view of   a Blue Sphere ", "back", "sphere", "blue"),
+    ("overhead view of a green mug", "overhead", "mug", "green"),
+    ("a yellow cube with a ball on its front", None, "cube_with_ball", "yellow"),
+    ("an orange cube with a ball", None, "cube_with_ball", "orange"),
+    ("purple torus", None, "torus", "purple"),
+])
+def test_parse_prompt(prompt, view, shape, colour):
+    assert parse_prompt(prompt) == (view, ToyObject(shape, colour))
+
+
+@pytest.mark.parametrize("prompt", ["a photo of a cat", "a white cube", "a red pyramid", ""])
+def test_parse_prompt_rejects_unknown(prompt):
+    with pytest.raises(SJCError, match="not a toy-world prompt"):
+        parse_prompt(prompt)
+
+
+def test_occupancy_volumes():
+    n = 64
+    voxel = (2 / (n - 1)) ** 3
+    sphere = occupancy(ToyObject("sphere", "red"), n).sum().item() * voxel
+    assert sphere == pytest.approx(4 / 3 * math.pi * 0.42 ** 3, rel=0.05)
+    cube = occupancy(ToyObject("cube", "red"), n).sum().item() * voxel
+    assert cube == pytest.approx(0.64 ** 3, rel=0.1)
+    torus = occupancy(ToyObject("torus", "red"), n).sum().item() * voxel
+    assert torus == pytest.approx(2 * math.pi ** 2 * 0.32 * 0.13 ** 2, rel=0.1)
+
+
+def test_truth_renders_colour_background_and_asymmetry():
+    cams = orbit_cameras(torch.tensor([0.0, 90.0, 180.0]), torch.zeros(3), torch.full((3,), 50.0))
+    img = render_truth(ToyObject("sphere", "red"), cams[0:1], 16, 16)
+    assert img.shape == (1, 3, 16, 16)
+    assert torch.allclose(img[0, :, 0, 0], torch.ones(3))          # white background in the corner
+    centre = img[0, :, 8, 8]
+    assert centre[0] > centre[1] + 0.3 and centre[0] > centre[2] + 0.3   # red object in the middle
+    # The ball on the cube's front (+z) is seen on the left from azimuth 90 (camera at +x, right = −z).
+    cb = render_truth(ToyObject("cube_with_ball", "blue"), cams, 32, 32)
+    fg = (cb < 0.9).any(1)   # foreground pixels
+    cols = fg[1].any(0).nonzero()
+    centre_col = (cols.min() + cols.max()).float() / 2
+    assert centre_col < 15.5   # the silhouette extends further to the left
+    # The mug's handle (+x) is on the right from the front.
+    mug = (render_truth(ToyObject("mug", "gray"), cams[0:1], 32, 32) < 0.9).any(1)[0]
+    cols = mug.any(0).nonzero()
+    assert (cols.min() + cols.max()).float() / 2 > 16.0
+
+
+def test_iou_psnr_and_rotation():
+    a = torch.zeros(4, 4, 4, dtype=torch.bool)
+    b = a.clone()
+    a[:2], b[1:3] = True, True
+    assert iou(a, b) == pytest.approx(1 / 3)
+    x = torch.zeros(1, 3, 4, 4)
+    assert psnr(x, x + 0.2) == pytest.approx(10 * math.log10(4 / 0.04))
+    obj = ToyObject("cube_with_ball", "red")
+    truth = occupancy(obj, 32)
+    turned = rotate_y(truth, 90.0)
+    # Turning by +90° about y carries the ball from the front (+z) to the right (+x).
+    assert turned[15, 15, 22] and not truth[15, 15, 22]
+    assert truth[22, 15, 15] and not turned[22, 15, 15]
+    assert iou(rotate_y(turned, -90.0), truth) > iou(turned, truth) + 0.05
+    assert occupancy_level(48) == pytest.approx(0.2 * 47 / 2)
