@@ -49,18 +49,13 @@ def orbit_cameras(azimuth: torch.Tensor, elevation: torch.Tensor, fov: torch.Ten
     return Cameras(rot, pos, torch.deg2rad(fov), torch.remainder(azimuth, 360.0), elevation)
 
 
-def sample_train_cameras(n: int, cfg, generator: torch.Generator, fov_range=(40.0, 70.0), device="cpu") -> Cameras:
-    """The reference training distribution: uniform azimuth, elevation uniform on the sphere's area, FoV uniform.
-
-    cfg.fov_min / cfg.fov_max override `fov_range` (the prior's) where set.
-    """
-    fov_min = fov_range[0] if cfg.fov_min is None else cfg.fov_min
-    fov_max = fov_range[1] if cfg.fov_max is None else cfg.fov_max
+def sample_train_cameras(n: int, cfg, generator: torch.Generator, device="cpu") -> Cameras:
+    """The reference training distribution: uniform azimuth, elevation uniform on the sphere's area, FoV uniform."""
     u = torch.rand(3, n, generator=generator, device=device)
     az = 360.0 * u[0]
     s_lo, s_hi = math.sin(math.radians(cfg.elev_min)), math.sin(math.radians(cfg.elev_max))
     el = torch.rad2deg(torch.asin(s_lo + (s_hi - s_lo) * u[1]))
-    fov = fov_min + (fov_max - fov_min) * u[2]
+    fov = cfg.fov_min + (cfg.fov_max - cfg.fov_min) * u[2]
     return orbit_cameras(az, el, fov, cfg.radius)
 
 

@@ -13,14 +13,14 @@ from .errors import SJCError
 @dataclass
 class FieldConfig:
     """The voxel radiance field."""
-    grid_size: int = 48            # voxels per side of the box [-1, 1]^3
+    grid_size: Optional[int] = None  # voxels per side of the box [-1, 1]^3 (None: the prior's default)
     density_shift: float = -1.0    # density = softplus(raw * exp(d_scale) + shift)
 
 
 @dataclass
 class RenderConfig:
     """The differentiable volume renderer."""
-    resolution: int = 32           # rays per side of a rendered view (= the prior's data size)
+    resolution: Optional[int] = None  # rays per side of a rendered view (None: the prior's data size)
     step_ratio: float = 0.5        # sample spacing in voxels (reference: half a voxel)
     weight_threshold: float = 1e-4  # appearance is only looked up where w exceeds this
     far_depth: float = 10.0        # depth assigned to the background
@@ -63,7 +63,7 @@ class RegConfig:
 @dataclass
 class OptimConfig:
     """Adamax with per-group learning rates (reference defaults)."""
-    steps: int = 1000
+    steps: Optional[int] = None    # None: the prior's default
     lr: float = 0.05
     bg_lr: float = 1e-4
     seed: int = 0
@@ -78,14 +78,24 @@ class OutputConfig:
     video: bool = True
     mesh: bool = True
     overwrite: bool = False        # replace a run already in out_dir
-    device: str = "cpu"
+    device: str = "auto"           # auto: cuda when available, else cpu
+
+
+@dataclass
+class ModelConfig:
+    """Pretrained weights for the diffusers priors (sd, unet2d)."""
+    model: Optional[str] = None         # diffusers folder, cached Hub id, or single .safetensors/.ckpt file
+    model_config: Optional[str] = None  # for a single file: the base model's diffusers folder or cached id
+    half: Optional[bool] = None         # fp16 U-Net (None: on CUDA only)
+    attention_slicing: bool = False     # lower peak memory on small cards
 
 
 @dataclass
 class RunConfig:
     """Everything that defines a run; written as config.json beside its outputs."""
     prompt: str = ""
-    prior: str = "closed-form"
+    prior: Optional[str] = None    # None: closed-form, or detected from --model
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
     camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
@@ -94,7 +104,7 @@ class RunConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
 
-    SECTIONS = ("field", "render", "camera", "guidance", "reg", "optim", "output")
+    SECTIONS = ("model", "field", "render", "camera", "guidance", "reg", "optim", "output")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -135,9 +145,9 @@ class RunConfig:
             (self.camera.video_frames, "--video-frames"),
         ]
         for value, flag in checks:
-            if value <= 0:
+            if value is not None and value <= 0:
                 raise SJCError(f"{flag} must be a positive integer, got {value}")
-        if self.field.grid_size < 2:
+        if self.field.grid_size is not None and self.field.grid_size < 2:
             raise SJCError(f"--grid-size must be at least 2, got {self.field.grid_size}")
         if self.guidance.method not in GUIDANCE_METHODS:
             raise SJCError(f"unknown --method {self.guidance.method!r}; choose one of {', '.join(GUIDANCE_METHODS)}")
@@ -154,6 +164,15 @@ class RunConfig:
 
 
 GUIDANCE_METHODS = ("paas", "paas-plain", "naive", "sds", "oracle")
+
+
+def resolve_defaults(cfg: RunConfig, defaults: dict[str, Any]) -> RunConfig:
+    """Fill every field left as None from a prior's defaults (by field name); the result is what config.json records."""
+    for section, f in iter_fields(cfg):
+        owner = getattr(cfg, section) if section else cfg
+        if getattr(owner, f.name) is None and f.name in defaults:
+            setattr(owner, f.name, defaults[f.name])
+    return cfg
 
 
 def flag_name(name: str) -> str:

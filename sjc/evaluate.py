@@ -166,7 +166,7 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
     from .errors import SJCError
     from .priors import load_prior
 
-    prior = load_prior(base.prior, base.render.resolution)
+    prior = load_prior(base)
     for p in prompts:   # fail fast on a bad prompt or variant, before any training
         if prior.truth(p) is None:
             raise SJCError(f"sjc eval needs prompts with a known 3D truth; prior {base.prior!r} has none for {p!r}")

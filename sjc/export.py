@@ -113,12 +113,12 @@ def extract_mesh(density, level: float, colour_fn=None) -> trimesh.Trimesh:
     if hi < level:
         raise SJCError(
             f"nothing to mesh: the field's density never reaches the level {level:g} "
-            f"(max {hi:.3g}); train longer or lower --mesh-level"
+            f"(max {hi:.3g}); train longer, or lower the level with sjc export --level"
         )
     if lo >= level:
         raise SJCError(
             f"nothing to mesh: the field's density is above the level {level:g} everywhere "
-            f"(min {lo:.3g}); raise --mesh-level"
+            f"(min {lo:.3g}); raise the level with sjc export --level"
         )
     n = density.shape[0]
     padded = np.pad(density, 1, mode="constant", constant_values=min(lo, level) - 1.0)

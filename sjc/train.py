@@ -10,7 +10,7 @@ import torch
 
 from .cameras import sample_train_cameras
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig
+from .config import RunConfig, resolve_defaults
 from .field import VoxelField
 from .guidance import OracleGuide, ScoreGuide, view_prompt
 from .priors import Prior, load_prior, train_sigmas
@@ -42,10 +42,23 @@ class Run:
                       subpixel, chunk)
 
 
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from .errors import SJCError
+        raise SJCError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu (or auto)")
+    return torch.device(name)
+
+
 def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
-    """Instantiate a fresh run (step 0) from a validated config."""
-    device = torch.device(cfg.output.device)
-    prior = prior or load_prior(cfg.prior, cfg.render.resolution, device)
+    """Instantiate a fresh run (step 0) from a config; fills the prior's defaults into cfg (resolved in place)."""
+    device = resolve_device(cfg.output.device)
+    prior = prior or load_prior(cfg, device)
+    resolve_defaults(cfg, prior.config_defaults())
+    cfg.prior = cfg.prior or prior.name
+    cfg.validate()
     cam_gen = torch.Generator("cpu").manual_seed(cfg.optim.seed)             # cameras: host side, no syncs
     noise_gen = torch.Generator(device).manual_seed(cfg.optim.seed + 1)      # σ and noise: on the device
     init_gen = torch.Generator("cpu").manual_seed(cfg.optim.seed + 2)
@@ -66,13 +79,13 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
 def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     """One step of Score Jacobian Chaining; returns the loss terms (tensors, not synchronised)."""
     cfg = run.cfg
-    cams_host = sample_train_cameras(1, cfg.camera, run.generators["camera"], run.prior.fov_range)
+    cams_host = sample_train_cameras(1, cfg.camera, run.generators["camera"])
     cams = cams_host.to(run.device)
     prompt = view_prompt(cfg.prompt, cams_host, cfg.guidance.view_prompts)
     out = run.render(cams)
     grad = run.guide(out.image.detach(), cams, prompt, run.generators["noise"])   # 2D score, no U-Net Jacobian
-    lam = emptiness_weight(run.prior.default_emptiness if cfg.reg.emptiness_weight is None else cfg.reg.emptiness_weight,
-                           step, cfg.optim.steps, cfg.reg.emptiness_mult, cfg.reg.emptiness_mult_after)
+    lam = emptiness_weight(cfg.reg.emptiness_weight, step, cfg.optim.steps, cfg.reg.emptiness_mult,
+                           cfg.reg.emptiness_mult_after)
     empty = emptiness_loss(out.weights, out.valid, cfg.reg.emptiness_scale)
     reg = lam * empty
     if cfg.reg.center_depth_weight:

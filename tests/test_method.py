@@ -94,7 +94,7 @@ def test_guidance_forms_relations():
 
 
 def test_sigma_tables_and_sampling():
-    prior = load_prior("closed-form", 8)
+    prior = ClosedFormPrior(resolution=8)
     s = prior.sigmas
     assert (s[1:] > s[:-1]).all()
     default = train_sigmas(prior)
@@ -113,5 +113,6 @@ def test_sigma_tables_and_sampling():
 
 
 def test_unknown_prior_is_a_clear_error():
-    with pytest.raises(SJCError, match="unknown prior 'nope'; available: closed-form"):
-        load_prior("nope")
+    from sjc.config import RunConfig
+    with pytest.raises(SJCError, match="unknown prior 'nope'; available: closed-form, sd, unet2d"):
+        load_prior(RunConfig(prompt="a red cube", prior="nope"))

@@ -48,16 +48,16 @@ def test_view_labels_by_quadrant():
 
 
 def test_training_camera_distribution():
-    cfg = CameraConfig()
+    cfg = CameraConfig(fov_min=40.0, fov_max=70.0)
     g = torch.Generator().manual_seed(0)
-    cams = sample_train_cameras(4000, cfg, g, fov_range=(40.0, 70.0))
+    cams = sample_train_cameras(4000, cfg, g)
     assert cams.elevation.min() >= -6.0 - 1e-4 and cams.elevation.max() <= 90.0
     assert 40.0 <= math.degrees(cams.fov.min()) and math.degrees(cams.fov.max()) <= 70.0
     assert torch.allclose(cams.pos.norm(dim=-1), torch.full((4000,), 1.5), atol=1e-5)
     # Uniform on the sphere's area: sin(elevation) is uniform on [sin(−6°), 1].
     s = torch.sin(torch.deg2rad(cams.elevation))
     assert s.mean().item() == pytest.approx((math.sin(math.radians(-6)) + 1) / 2, abs=0.02)
-    cfg.fov_min = cfg.fov_max = 55.0   # the config overrides the prior's range
+    cfg.fov_min = cfg.fov_max = 55.0
     assert torch.allclose(torch.rad2deg(sample_train_cameras(10, cfg, g).fov), torch.full((10,), 55.0))
 
 

@@ -5,18 +5,47 @@ from ..errors import SJCError
 from .base import Prior, train_sigmas
 from .closed_form import ClosedFormPrior
 
-PRIORS = {"closed-form": ClosedFormPrior}
 DEFAULT_PRIOR = "closed-form"
+PRIORS = ("closed-form", "sd", "unet2d")
+PIPELINE_PRIORS = {"StableDiffusionPipeline": "sd", "DDPMPipeline": "unet2d", "DDIMPipeline": "unet2d",
+                   "ScoreSdeVePipeline": "unet2d"}
 
 
-def load_prior(name: str, resolution: int | None = None, device="cpu") -> Prior:
-    """Build a prior by name: one of PRIORS."""
-    if name not in PRIORS:
-        raise SJCError(f"unknown prior {name!r}; available: {', '.join(PRIORS)}")
-    kwargs = {"device": device}
-    if resolution is not None:
-        kwargs["resolution"] = resolution
-    return PRIORS[name](**kwargs)
+def prior_name(cfg) -> str:
+    """The prior to use: --prior, else detected from --model's pipeline class, else the built-in default."""
+    if cfg.prior:
+        if cfg.prior not in PRIORS:
+            raise SJCError(f"unknown prior {cfg.prior!r}; available: {', '.join(PRIORS)}")
+        return cfg.prior
+    if not cfg.model.model:
+        return DEFAULT_PRIOR
+    from .loading import pipeline_class, resolve_model
+
+    kind, path = resolve_model(cfg.model.model)
+    if kind == "file":
+        return "sd"
+    cls = pipeline_class(path)
+    if cls is None:
+        return "unet2d"   # a bare model folder (config.json + weights)
+    if cls not in PIPELINE_PRIORS:
+        raise SJCError(f"{cfg.model.model} holds a {cls}, which sjc cannot use as a prior; "
+                       f"supported: {', '.join(PIPELINE_PRIORS)}")
+    return PIPELINE_PRIORS[cls]
 
 
-__all__ = ["Prior", "PRIORS", "DEFAULT_PRIOR", "load_prior", "train_sigmas", "ClosedFormPrior"]
+def load_prior(cfg, device="cpu") -> Prior:
+    """Build the run's prior from its config."""
+    name = prior_name(cfg)
+    if name == "closed-form":
+        return ClosedFormPrior(resolution=cfg.render.resolution or 32, device=device)
+    if not cfg.model.model:
+        raise SJCError(f"prior {name!r} needs weights: pass --model <diffusers folder, cached Hub id or .safetensors>")
+    m = cfg.model
+    if name == "sd":
+        from .stable_diffusion import StableDiffusionPrior
+        return StableDiffusionPrior(m.model, device, m.model_config, m.half, m.attention_slicing)
+    from .unet2d import UNet2DPrior
+    return UNet2DPrior(m.model, device, m.half)
+
+
+__all__ = ["Prior", "PRIORS", "DEFAULT_PRIOR", "load_prior", "prior_name", "train_sigmas", "ClosedFormPrior"]

@@ -16,15 +16,23 @@ class Prior(ABC):
     width: int = 32
     pixel_space: bool = True          # appearance through sigmoid·2−1 (else raw latent features)
     text_conditioned: bool = True
-    default_guidance: float = 1.0     # classifier-free guidance scale
-    default_emptiness: float = 1.0    # emptiness-loss weight suited to this prior's gradient scale
+    # Config fields this prior sets where the user left them unset (reference SJC values by default).
+    defaults: dict = {"grid_size": 100, "steps": 10000, "guidance_scale": 1.0, "emptiness_weight": 1.0,
+                      "fov_min": 40.0, "fov_max": 70.0}
     background_init: float = 0.0      # initial background value in data units
     appearance_init: str = "zeros"    # "zeros" or "randn"
-    fov_range: tuple[float, float] = (40.0, 70.0)  # training-camera FoV range the model's images suit
     sigmas: torch.Tensor              # ascending σ table the model knows
 
     def __init__(self):
         self._cond_cache: dict[str, Any] = {}
+
+    @property
+    def default_guidance(self) -> float:
+        return self.defaults.get("guidance_scale", 1.0)
+
+    def config_defaults(self) -> dict:
+        """This prior's defaults plus its native resolution."""
+        return {"resolution": self.height, **self.defaults}
 
     @property
     def shape(self) -> tuple[int, int, int]:

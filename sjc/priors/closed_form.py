@@ -29,9 +29,10 @@ class ClosedFormPrior(Prior):
     name = "closed-form"
     text_conditioned = True
     pixel_space = True
-    default_emptiness = 1.0
     background_init = 1.0
-    fov_range = (toyworld.SET_FOV, toyworld.SET_FOV)   # a finite set has no images between its FoVs
+    # A finite set has no images between its FoVs: training cameras use the set's FoV.
+    defaults = {"grid_size": 48, "steps": 1000, "guidance_scale": 1.0, "emptiness_weight": 1.0,
+                "fov_min": toyworld.SET_FOV, "fov_max": toyworld.SET_FOV}
 
     def __init__(self, resolution: int = 32, device="cpu", sigma_range=(0.05, 6.0), images=None):
         super().__init__()

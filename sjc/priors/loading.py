@@ -1,0 +1,82 @@
+"""Finding diffusers weights offline: a local folder, a Hub id in the local cache, or a single checkpoint file."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from ..errors import SJCError
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+HOW_TO_GET = ("download it where there is network (e.g. `huggingface-cli download <id>`) and copy the folder "
+              "or the Hugging Face cache here, then pass --model <folder, id or .safetensors>")
+
+
+def offline() -> None:
+    """Never touch the network: nothing may download weights at run time (and nothing may hang on it)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import logging
+    for name in ("transformers", "diffusers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import diffusers.utils.logging as dl
+        import transformers.utils.logging as tl
+        dl.disable_progress_bar()
+        tl.disable_progress_bar()
+        dl.set_verbosity_error()
+        tl.set_verbosity_error()
+    except Exception:   # progress bars are cosmetic
+        pass
+
+
+def hub_cache_dir() -> Path:
+    """The local Hugging Face hub cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
+def resolve_model(model: str) -> tuple[str, Path]:
+    """Classify --model as ('folder' | 'file', path); a Hub id is looked up in the local cache only."""
+    p = Path(model).expanduser()
+    if p.is_file():
+        if p.suffix not in SINGLE_FILE_SUFFIXES:
+            raise SJCError(f"{p} is not a model checkpoint: expected a diffusers folder or a "
+                           f"{'/'.join(SINGLE_FILE_SUFFIXES)} file")
+        return "file", p
+    if p.is_dir():
+        if not (p / "model_index.json").is_file() and not (p / "config.json").is_file():
+            raise SJCError(f"{p} is not a diffusers model folder (no model_index.json or config.json); {HOW_TO_GET}")
+        return "folder", p
+    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        repo = hub_cache_dir() / ("models--" + model.replace("/", "--"))
+        snaps = sorted((repo / "snapshots").glob("*")) if repo.is_dir() else []
+        ref = repo / "refs" / "main"
+        if ref.is_file() and (repo / "snapshots" / ref.read_text().strip()).is_dir():
+            return "folder", repo / "snapshots" / ref.read_text().strip()
+        if snaps:
+            return "folder", snaps[-1]
+        raise SJCError(f"model {model!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and "
+                       f"sjc never downloads; {HOW_TO_GET}")
+    raise SJCError(f"no model at {model!r}: not a folder, a checkpoint file or a cached Hub id; {HOW_TO_GET}")
+
+
+def pipeline_class(folder: Path) -> Optional[str]:
+    """The pipeline class named in a diffusers folder's model_index.json (None for a bare model folder)."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return None
+    try:
+        return json.loads(index.read_text()).get("_class_name")
+    except ValueError:
+        raise SJCError(f"{index} is not valid JSON: the model folder is damaged; {HOW_TO_GET}") from None
+
+
+def load_failed(model: str, err: Exception) -> SJCError:
+    """One line for any failure inside diffusers/transformers while loading weights."""
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return SJCError(f"could not load the model at {model}: {msg[:200]}; check the files are complete, or {HOW_TO_GET}")

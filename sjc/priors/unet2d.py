@@ -1,0 +1,94 @@
+"""Unconditional pixel-space diffusers UNet2DModel priors: VP (DDPM/DDIM, ε or v) and VE (score-SDE) schedules."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .base import Prior
+from .loading import load_failed, offline, pipeline_class, resolve_model
+from .vp import VPDenoiserPrior
+
+
+def load_unet2d(model: str, dtype=torch.float32):
+    """(unet, scheduler) from a pipeline folder (unet/ + scheduler/) or a bare UNet2DModel folder, offline."""
+    offline()
+    from diffusers import DDPMScheduler, ScoreSdeVeScheduler, UNet2DModel
+
+    kind, path = resolve_model(model)
+    if kind == "file":
+        from ..errors import SJCError
+        raise SJCError(f"{path}: single-file checkpoints are supported for Stable Diffusion only; "
+                       "give a UNet2DModel pipeline folder")
+    try:
+        if pipeline_class(path) is None:   # a bare model folder: assume the DDPM linear schedule
+            return UNet2DModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True), DDPMScheduler()
+        unet = UNet2DModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, local_files_only=True)
+        sched_cfg = DDPMScheduler.load_config(path, subfolder="scheduler", local_files_only=True)
+        if sched_cfg.get("_class_name") == "ScoreSdeVeScheduler":
+            return unet, ScoreSdeVeScheduler.from_config(sched_cfg)
+        return unet, DDPMScheduler.from_config(sched_cfg)
+    except Exception as e:
+        raise load_failed(model, e) from None
+
+
+class UNet2DVPPrior(VPDenoiserPrior):
+    """A DDPM/DDIM-trained UNet2DModel as D(x, σ) on RGB in [-1, 1]."""
+
+    name = "unet2d"
+    text_conditioned = False
+    pixel_space = True
+
+    def __init__(self, unet, scheduler, device):
+        super().__init__(scheduler.alphas_cumprod, device)
+        self.unet, self.prediction_type = unet, scheduler.config.get("prediction_type", "epsilon")
+        self.channels = unet.config.in_channels
+        size = unet.config.sample_size
+        self.height, self.width = (size, size) if isinstance(size, int) else tuple(size)
+
+    def encode(self, prompt: str):
+        return None
+
+    @torch.no_grad()
+    def model_output(self, x_t, t, cond, guidance):
+        return self.unet(x_t.to(self.unet.dtype), t).sample.float()
+
+
+class UNet2DVEPrior(Prior):
+    """A score-SDE (NCSN++) UNet2DModel: the network returns ∇ log p_σ(x), so D(x, σ) = x + σ²·s_θ(x, σ)."""
+
+    name = "unet2d"
+    text_conditioned = False
+    pixel_space = True
+
+    def __init__(self, unet, scheduler, device, n_sigmas: int = 1000):
+        super().__init__()
+        self.unet = unet
+        c = scheduler.config
+        self.sigmas = torch.logspace(torch.tensor(c.sigma_min).log10().item(), torch.tensor(c.sigma_max).log10().item(),
+                                     n_sigmas, device=device)
+        self.channels = unet.config.in_channels
+        size = unet.config.sample_size
+        self.height, self.width = (size, size) if isinstance(size, int) else tuple(size)
+
+    def encode(self, prompt: str):
+        return None
+
+    @torch.no_grad()
+    def D(self, x, sigma, cond=None, guidance: Optional[float] = None):
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(x.shape[0])
+        score = self.unet(x.to(self.unet.dtype), sigma.to(self.unet.dtype)).sample.float()
+        return x + sigma.view(-1, 1, 1, 1) ** 2 * score
+
+
+def UNet2DPrior(model: str, device="cpu", half: Optional[bool] = None) -> Prior:
+    """Load a UNet2DModel prior and pick the VP or VE adapter from its scheduler."""
+    from diffusers import ScoreSdeVeScheduler
+
+    device = torch.device(device)
+    dtype = torch.float16 if (half if half is not None else device.type == "cuda") else torch.float32
+    unet, scheduler = load_unet2d(model, dtype)
+    unet = unet.to(device).eval().requires_grad_(False)
+    if isinstance(scheduler, ScoreSdeVeScheduler):
+        return UNet2DVEPrior(unet, scheduler, device)
+    return UNet2DVPPrior(unet, scheduler, device)

@@ -1,0 +1,196 @@
+"""Diffusers priors on tiny random pipelines built offline: σ tables, D against the scheduler, CFG, v→ε, loading."""
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from sjc.config import RunConfig
+from sjc.errors import SJCError
+from sjc.priors import load_prior, prior_name
+from sjc.priors.vp import (alpha_bar_from_sigma, classifier_free_guidance, sigma_to_t, sigmas_from_alphas_cumprod,
+                           v_to_eps, vp_input)
+from sjc.tiny import build_tiny_sd, build_tiny_unet2d, sd_scheduler
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {"sd": build_tiny_sd(root / "sd"), "sd_v": build_tiny_sd(root / "sd_v", prediction_type="v_prediction"),
+            "ddpm": build_tiny_unet2d(root / "ddpm"), "ve": build_tiny_unet2d(root / "ve", schedule="ve")}
+
+
+def prior_for(model, **kw):
+    cfg = RunConfig(prompt="a red cube")
+    cfg.model.model = str(model)
+    for k, v in kw.items():
+        setattr(cfg.model, k, v)
+    return load_prior(cfg)
+
+
+def test_sd_sigma_table_matches_the_scheduler():
+    s = sd_scheduler()
+    sig = sigmas_from_alphas_cumprod(s.alphas_cumprod)
+    a = s.alphas_cumprod.double()
+    assert torch.allclose(sig.double(), ((1 - a) / a).sqrt(), rtol=1e-6)
+    assert sig[0].item() == pytest.approx(0.0292, abs=5e-4) and sig[-1].item() == pytest.approx(14.61, abs=0.01)
+    assert torch.allclose(alpha_bar_from_sigma(sig.double()), a, rtol=1e-6)
+    # Snapping: a σ slightly off a table entry maps back to its t, on the device, in log space.
+    ts = torch.tensor([0, 1, 17, 500, 998, 999])
+    assert torch.equal(sigma_to_t(sig[ts] * 1.0004, sig), ts)
+    assert torch.equal(sigma_to_t(torch.tensor([1e-6, 1e6]), sig), torch.tensor([0, 999]))
+
+
+def test_sd_prior_default_sigma_range_is_the_reference(tiny):
+    p = prior_for(tiny["sd"])
+    lo, hi = p.default_train_sigmas()[[0, -1]].tolist()
+    assert lo == pytest.approx(0.098, abs=1e-3) and hi == pytest.approx(12.23, abs=0.01)
+    assert p.default_train_sigmas().numel() == 1000 - 40
+    assert p.shape == (4, 8, 8) and not p.pixel_space and p.default_guidance == 100.0
+
+
+def test_vp_noise_is_ve_noise_rescaled():
+    """add_noise(x0, ε, t) / √ᾱ_t = x0 + σ_t·ε: the VE view of the scheduler's forward process."""
+    s = sd_scheduler()
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    t = torch.tensor([5, 300, 900])
+    xt = s.add_noise(x0, eps, t)
+    a = s.alphas_cumprod[t].view(-1, 1, 1, 1)
+    sig = sigmas_from_alphas_cumprod(s.alphas_cumprod)[t].view(-1, 1, 1, 1)
+    assert torch.allclose(xt / a.sqrt(), x0 + sig * eps, atol=1e-4)
+    assert torch.allclose(vp_input(x0 + sig * eps, sig), xt, atol=1e-5)
+
+
+def test_v_to_eps_inverts_the_scheduler_velocity():
+    s = sd_scheduler("v_prediction")
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    t = torch.tensor([40, 700])
+    xt = s.add_noise(x0, eps, t)
+    v = s.get_velocity(x0, eps, t)
+    assert torch.allclose(v_to_eps(v, xt, s.alphas_cumprod[t].view(-1, 1, 1, 1)), eps, atol=1e-5)
+
+
+def test_cfg_combination():
+    u, c = torch.randn(2, 4), torch.randn(2, 4)
+    assert torch.allclose(classifier_free_guidance(u, c, 1.0), c)
+    assert torch.allclose(classifier_free_guidance(u, c, 0.0), u)
+    assert torch.allclose(classifier_free_guidance(u, c, 100.0), u + 100 * (c - u))
+
+
+@pytest.mark.parametrize("key", ["sd", "sd_v"])
+def test_sd_denoiser_matches_the_scheduler_x0(tiny, key):
+    """D(x_t/√ᾱ, σ_t) equals DDPMScheduler.step(...).pred_original_sample for ε and v models."""
+    p = prior_for(tiny[key])
+    s = sd_scheduler(p.prediction_type)
+    cond = p.cond("a red cube")
+    g = torch.Generator().manual_seed(2)
+    for t in (20, 400, 950):
+        xt = torch.randn(1, 4, 8, 8, generator=g)
+        with torch.no_grad():
+            out = p.unet(xt, torch.tensor([t]), encoder_hidden_states=cond[1:]).sample
+        ref = s.step(out, t, xt).pred_original_sample
+        sig = p.sigmas[t]
+        d = p.D(xt / s.alphas_cumprod[t].sqrt(), sig, cond, guidance=1.0)
+        assert torch.allclose(d, ref, atol=1e-4), t
+
+
+def test_sd_guidance_is_linear_in_the_scale(tiny):
+    p = prior_for(tiny["sd"])
+    cond = p.cond("side view of a red cube")
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    sig = torch.tensor(2.0)
+    d0, d1, d7 = (p.D(x, sig, cond, guidance=s) for s in (0.0, 1.0, 7.5))
+    assert torch.allclose(d7, d0 + 7.5 * (d1 - d0), atol=1e-4)
+    assert not torch.allclose(d0, d1)
+    # Embeddings are computed once per distinct prompt.
+    assert p.cond("side view of a red cube") is cond
+
+
+def test_sd_decode_and_vertex_colours(tiny):
+    p = prior_for(tiny["sd"])
+    assert p.decode(torch.randn(2, 4, 8, 8)).shape == (2, 3, 16, 16)
+    rgb = p.feature_to_rgb(torch.randn(7, 4))
+    assert rgb.shape == (7, 3) and rgb.abs().max() <= 1
+
+
+def test_unet2d_vp_and_ve(tiny):
+    vp = prior_for(tiny["ddpm"])
+    assert type(vp).__name__ == "UNet2DVPPrior" and vp.shape == (3, 8, 8)
+    from diffusers import DDPMScheduler
+    s = DDPMScheduler.from_pretrained(tiny["ddpm"], subfolder="scheduler")
+    xt = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    t = 321
+    with torch.no_grad():
+        ref = s.step(vp.unet(xt, t).sample, t, xt).pred_original_sample
+    assert torch.allclose(vp.D(xt / s.alphas_cumprod[t].sqrt(), vp.sigmas[t]), ref, atol=1e-4)
+
+    ve = prior_for(tiny["ve"])
+    assert type(ve).__name__ == "UNet2DVEPrior"
+    assert ve.sigmas[0].item() == pytest.approx(0.01, rel=1e-4) and ve.sigmas[-1].item() == pytest.approx(50.0, rel=1e-4)
+    x, sig = torch.randn(2, 3, 8, 8), torch.tensor(3.0)
+    with torch.no_grad():
+        score = ve.unet(x, sig.expand(2)).sample
+    assert torch.allclose(ve.D(x, sig), x + 9.0 * score, atol=1e-4)
+
+
+def test_prior_detection(tiny):
+    cfg = RunConfig(prompt="x")
+    assert prior_name(cfg) == "closed-form"
+    for key, name in (("sd", "sd"), ("ddpm", "unet2d"), ("ve", "unet2d")):
+        cfg.model.model = str(tiny[key])
+        assert prior_name(cfg) == name
+
+
+def test_loading_errors(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(SJCError, match="no model at"):
+        prior_for(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SJCError, match="not a diffusers model folder"):
+        prior_for(tmp_path / "empty")
+    with pytest.raises(SJCError, match="not in the local Hugging Face cache .* sjc never downloads"):
+        prior_for("someone/some-model")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(SJCError, match="not a model checkpoint"):
+        prior_for(tmp_path / "notes.txt")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny["sd"], broken)
+    for f in (broken / "unet").glob("*.safetensors"):
+        f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(SJCError, match="could not load the model"):
+        prior_for(broken)
+    # A single file with no base config available offline fails with one line, not a download attempt.
+    (tmp_path / "ft.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(SJCError, match="could not load the model"):
+        prior_for(tmp_path / "ft.safetensors")
+
+
+def test_hub_id_resolves_from_the_local_cache(tiny, tmp_path, monkeypatch):
+    hub = tmp_path / "hub"
+    snap = hub / "models--tiny--sd" / "snapshots" / "0123abc"
+    shutil.copytree(tiny["sd"], snap)
+    (hub / "models--tiny--sd" / "refs").mkdir()
+    (hub / "models--tiny--sd" / "refs" / "main").write_text("0123abc")
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    p = prior_for("tiny/sd")
+    assert p.shape == (4, 8, 8)
+
+
+def test_generate_with_a_tiny_sd_pipeline_writes_every_output(tiny, tmp_path):
+    from sjc.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["generate", "a red cube", "--model", str(tiny["sd"]), "--steps", "4", "--grid-size", "8",
+               "--video-frames", "2", "--ckpt-every", "2", "--out-dir", str(out), "--quiet", "--device", "cpu"])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["prior"] == "sd" and cfg["render"]["resolution"] == 8 and cfg["guidance"]["guidance_scale"] == 100.0
+    for name in ("checkpoint.safetensors", "views.png", "depth.png", "opacity.png", "turntable.mp4", "metrics.json"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and "ground_truth" not in metrics
