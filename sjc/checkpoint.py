@@ -22,7 +22,14 @@ def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: 
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(path: Path, field, optimizer: torch.optim.Optimizer, step: int,

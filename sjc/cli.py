@@ -49,12 +49,28 @@ def cmd_export(a) -> None:
 def cmd_eval(a) -> None:
     from .evaluate import DEFAULT_EVAL_PROMPTS, DEFAULT_VARIANTS, run_eval
 
+    if a.seeds < 1 or a.jobs < 1:
+        raise SJCError(f"--seeds and --jobs must be at least 1, got {a.seeds} and {a.jobs}")
     base = RunConfig(prompt="eval")
     apply_overrides(base, a)
     summary = run_eval(base, a.prompts or DEFAULT_EVAL_PROMPTS, a.variants or DEFAULT_VARIANTS,
                        list(range(a.seeds)), Path(a.out), jobs=a.jobs)
     print(Path(a.out).with_suffix(".md").read_text())
     print(f"wrote {Path(a.out).with_suffix('.md')} and .json ({len(summary)} cells)")
+
+
+def cmd_bench(a) -> None:
+    import json
+
+    from .bench import bench_sd
+
+    res = bench_sd(a.device, steps=a.steps, repeats=a.repeats, full_size=not a.tiny,
+                   latent=a.latent, grid=a.grid)
+    text = json.dumps(res, indent=2)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(text + "\n")
+    print(text)
 
 
 def _report(out_dir: Path, metrics: dict) -> None:
@@ -100,7 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="docs/eval", help="output path prefix for .md and .json")
     add_config_flags(ev)
     ev.set_defaults(func=cmd_eval)
+    b = sub.add_parser("bench", help="time complete SJC steps (reference SD configuration, optimised vs fp32 baseline)")
+    b.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    b.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--grid", type=int, default=100)
+    b.add_argument("--latent", type=int, default=64)
+    b.add_argument("--tiny", action="store_true", help="a tiny U-Net instead of SD 1.5's (CPU smoke test)")
+    b.add_argument("--out", help="also write the JSON here")
+    b.set_defaults(func=cmd_bench)
     return p
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
 
 
 def main(argv=None) -> int:

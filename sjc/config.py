@@ -88,6 +88,7 @@ class ModelConfig:
     model_config: Optional[str] = None  # for a single file: the base model's diffusers folder or cached id
     half: Optional[bool] = None         # fp16 U-Net (None: on CUDA only)
     attention_slicing: bool = False     # lower peak memory on small cards
+    offload: bool = False               # keep the text encoder and VAE on the CPU (only the U-Net on the GPU)
 
 
 @dataclass
@@ -130,12 +131,29 @@ class RunConfig:
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, TypeError) as e:
+            cfg = cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError, AttributeError) as e:
             raise SJCError(f"cannot read run config {path}: {e}") from None
+        cfg.check_types(str(path))
+        return cfg
+
+    def check_types(self, where: str = "config") -> "RunConfig":
+        """Every leaf holds a value of its declared type (None where Optional)."""
+        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+        for section, f in iter_fields(self):
+            value = getattr(getattr(self, section) if section else self, f.name)
+            ftype = str(f.type)
+            if value is None and "Optional" in ftype:
+                continue
+            base = next((k for k in ("bool", "int", "float", "str") if k in ftype), None)
+            ok = base is None or (isinstance(value, kinds[base]) and not (base != "bool" and isinstance(value, bool)))
+            if not ok:
+                raise SJCError(f"{where}: {flag_name(f.name)[2:]} must be {base}, got {value!r}")
+        return self
 
     def validate(self) -> "RunConfig":
         """Reject bad values with one actionable line each."""
+        self.check_types()
         if not self.prompt or not self.prompt.strip():
             raise SJCError("the prompt is empty: give a text prompt, e.g. sjc generate \"a blue sphere\"")
         checks = [
@@ -149,6 +167,13 @@ class RunConfig:
                 raise SJCError(f"{flag} must be a positive integer, got {value}")
         if self.field.grid_size is not None and self.field.grid_size < 2:
             raise SJCError(f"--grid-size must be at least 2, got {self.field.grid_size}")
+        if self.render.renderer not in RENDERER_NAMES:
+            raise SJCError(f"unknown --renderer {self.render.renderer!r}; choose one of {', '.join(RENDERER_NAMES)}")
+        if self.render.step_ratio <= 0:
+            raise SJCError(f"--step-ratio must be positive (samples per voxel spacing), got {self.render.step_ratio}")
+        if self.camera.radius <= 0 or self.camera.elev_min > self.camera.elev_max:
+            raise SJCError(f"need --radius > 0 and --elev-min <= --elev-max, got {self.camera.radius}, "
+                           f"{self.camera.elev_min}, {self.camera.elev_max}")
         if self.guidance.method not in GUIDANCE_METHODS:
             raise SJCError(f"unknown --method {self.guidance.method!r}; choose one of {', '.join(GUIDANCE_METHODS)}")
         if self.optim.lr <= 0 or self.optim.bg_lr < 0:
@@ -164,6 +189,7 @@ class RunConfig:
 
 
 GUIDANCE_METHODS = ("paas", "paas-plain", "naive", "sds", "oracle")
+RENDERER_NAMES = ("dense",)
 
 
 def resolve_defaults(cfg: RunConfig, defaults: dict[str, Any]) -> RunConfig:

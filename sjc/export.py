@@ -24,10 +24,13 @@ MESH_FORMATS = ("glb", "ply", "obj")
 def _atomic_path(path: Path):
     """Yield a temp path next to `path` (same suffix); move it into place on success."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, prefix=f".{path.stem}-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix, prefix=f".{path.name}.tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)   # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

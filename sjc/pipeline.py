@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -34,12 +35,25 @@ def prepare_out_dir(path: Path) -> Path:
     """Create the run folder and prove it is writable, or fail with one actionable line."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob(".*.tmp*"):   # left by a run killed in the middle of an atomic write
+            stale.unlink()
         probe = path / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
         raise SJCError(f"cannot write to the output folder {path}: {e.strerror or e}; choose another with --out-dir") from None
     return path
+
+
+OUTPUT_GLOBS = ("checkpoint.safetensors", "metrics.json", "views.png", "depth.png", "opacity.png", "turntable*.mp4",
+                "mesh.*", "previews/step_*.png")
+
+
+def remove_outputs(path: Path) -> None:
+    """Delete a previous run's outputs from its folder (for --overwrite), leaving anything else alone."""
+    for pattern in OUTPUT_GLOBS:
+        for f in path.glob(pattern):
+            f.unlink()
 
 
 def preview_cameras(fov: float, radius: float, device) -> "Cameras":
@@ -92,7 +106,7 @@ def finalize(run: Run, out_dir: Path) -> dict:
         try:
             write_mesh(run, out_dir)
         except SJCError as e:   # an empty field is a result, not a crash: say so and carry on
-            print(f"sjc: warning: no mesh written: {e}")
+            print(f"sjc: warning: no mesh written: {e}", file=sys.stderr)
     metrics = {"prompt": run.cfg.prompt, "steps": run.step, **run.timings,
                "finalize_seconds": time.perf_counter() - t0, "device": str(run.device)}
     obj = run.prior.truth(run.cfg.prompt)
@@ -111,6 +125,8 @@ def generate(cfg: RunConfig, progress: bool = True) -> tuple[Path, dict]:
                        f"or pass --overwrite or another --out-dir")
     run = build_run(cfg)   # before touching the folder: bad prompts and priors fail early
     prepare_out_dir(out_dir)
+    if cfg.output.overwrite:
+        remove_outputs(out_dir)
     cfg.save(out_dir / CONFIG_NAME)
     train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
     return out_dir, finalize(run, out_dir)
@@ -139,6 +155,8 @@ def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None) ->
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     if steps is not None:
+        if steps < run.step:
+            raise SJCError(f"--steps must be at least {run.step}, the step this run has already reached")
         run.cfg.optim.steps = steps
         run.cfg.validate()
         run.cfg.save(run_dir / CONFIG_NAME)

@@ -65,16 +65,21 @@ def dense_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weig
     sigma = field.density(pts.reshape(-1, 3)).view(t.shape) * valid
     w = compositing_weights(sigma, step)
     keep = (w > weight_threshold).detach()
-    ray_idx, smp_idx = keep.nonzero(as_tuple=True)
-    col = field.colour(pts[ray_idx, smp_idx])
-    rgb = torch.zeros(o.shape[0], col.shape[1], device=o.device, dtype=col.dtype)
-    rgb = rgb.index_add(0, ray_idx, w[ray_idx, smp_idx, None] * col)
+    if o.is_cuda:
+        # On a GPU, look colour up everywhere and mask: a gather by nonzero() would stall on the host.
+        col = field.colour(pts.reshape(-1, 3)).view(*t.shape, -1)
+        rgb = ((w * keep)[..., None] * col).sum(1)
+    else:
+        ray_idx, smp_idx = keep.nonzero(as_tuple=True)
+        col = field.colour(pts[ray_idx, smp_idx])
+        rgb = torch.zeros(o.shape[0], col.shape[1], device=o.device, dtype=col.dtype)
+        rgb = rgb.index_add(0, ray_idx, w[ray_idx, smp_idx, None] * col)
     opacity = w.sum(-1)
     depth = (w * t).sum(-1) + (1 - opacity) * far_depth
     return rgb, opacity, depth, w, valid
 
 
-RENDERERS = {"dense": dense_render_rays}
+RENDERERS = {"dense": dense_render_rays}   # names listed in config.RENDERER_NAMES
 
 
 def render(field, cams: Cameras, height: int, width: int, step_ratio: float = 0.5, weight_threshold: float = 1e-4,

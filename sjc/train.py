@@ -46,10 +46,14 @@ def resolve_device(name: str) -> torch.device:
     """'auto' → cuda when available, else cpu."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from .errors import SJCError
+    from .errors import SJCError
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SJCError(f"unknown --device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise SJCError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu (or auto)")
-    return torch.device(name)
+    return device
 
 
 def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
@@ -59,6 +63,7 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     resolve_defaults(cfg, prior.config_defaults())
     cfg.prior = cfg.prior or prior.name
     cfg.validate()
+    prior.cond(cfg.prompt)   # a prompt the prior cannot use fails here, before any folder is written
     cam_gen = torch.Generator("cpu").manual_seed(cfg.optim.seed)             # cameras: host side, no syncs
     noise_gen = torch.Generator(device).manual_seed(cfg.optim.seed + 1)      # σ and noise: on the device
     init_gen = torch.Generator("cpu").manual_seed(cfg.optim.seed + 2)

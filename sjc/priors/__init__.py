@@ -43,7 +43,7 @@ def load_prior(cfg, device="cpu") -> Prior:
     m = cfg.model
     if name == "sd":
         from .stable_diffusion import StableDiffusionPrior
-        return StableDiffusionPrior(m.model, device, m.model_config, m.half, m.attention_slicing)
+        return StableDiffusionPrior(m.model, device, m.model_config, m.half, m.attention_slicing, m.offload)
     from .unet2d import UNet2DPrior
     return UNet2DPrior(m.model, device, m.half)
 

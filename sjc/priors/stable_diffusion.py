@@ -47,7 +47,7 @@ class StableDiffusionPrior(VPDenoiserPrior):
     background_init = 0.0
 
     def __init__(self, model: str, device="cpu", model_config: Optional[str] = None, half: Optional[bool] = None,
-                 attention_slicing: bool = False, components=None):
+                 attention_slicing: bool = False, offload: bool = False, components=None):
         self.device = torch.device(device)
         half = (self.device.type == "cuda") if half is None else half
         dtype = torch.float16 if half else torch.float32
@@ -55,8 +55,9 @@ class StableDiffusionPrior(VPDenoiserPrior):
         super().__init__(scheduler.alphas_cumprod, self.device)
         self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
         self.unet = unet.to(self.device, dtype).eval().requires_grad_(False)
-        self.vae = vae.to(self.device).eval().requires_grad_(False)
-        self.text_encoder = text_encoder.to(self.device).eval().requires_grad_(False)
+        aux = torch.device("cpu") if offload else self.device   # text encoder and VAE run rarely
+        self.vae = vae.to(aux, torch.float32).eval().requires_grad_(False)
+        self.text_encoder = text_encoder.to(aux).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         if self.device.type == "cuda":
             self.unet.to(memory_format=torch.channels_last)
@@ -75,7 +76,7 @@ class StableDiffusionPrior(VPDenoiserPrior):
         """CLIP text embedding (1, L, D) of a prompt."""
         tok = self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt")
-        return self.text_encoder(tok.input_ids.to(self.device))[0].to(self.dtype)
+        return self.text_encoder(tok.input_ids.to(self.text_encoder.device))[0].to(self.device, self.dtype)
 
     def encode(self, prompt: str) -> torch.Tensor:
         """(2, L, D): the empty-prompt embedding and the prompt's, stacked for one batched guided call."""
@@ -94,8 +95,9 @@ class StableDiffusionPrior(VPDenoiserPrior):
     @torch.no_grad()
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents → RGB in [-1, 1] through the VAE decoder."""
-        imgs = [self.vae.decode((x[i:i + 1] / self.scaling).to(self.vae.dtype)).sample.float() for i in range(x.shape[0])]
-        return torch.cat(imgs).clamp(-1, 1)
+        dev = self.vae.device
+        imgs = [self.vae.decode((x[i:i + 1] / self.scaling).to(dev, self.vae.dtype)).sample.float() for i in range(x.shape[0])]
+        return torch.cat(imgs).clamp(-1, 1).to(x.device)
 
     @torch.no_grad()
     def feature_to_rgb(self, features: torch.Tensor) -> torch.Tensor:
@@ -103,9 +105,10 @@ class StableDiffusionPrior(VPDenoiserPrior):
         if self._rgb_map is None:
             g = torch.Generator().manual_seed(0)
             lat = torch.nn.functional.interpolate(torch.randn(4, self.channels, 4, 4, generator=g), size=(16, 16),
-                                                  mode="bilinear", align_corners=False).to(self.device)
+                                                  mode="bilinear", align_corners=False)
             rgb = torch.nn.functional.adaptive_avg_pool2d(self.decode(lat), 16)
-            a = torch.cat([lat.permute(0, 2, 3, 1).reshape(-1, self.channels), torch.ones(lat.numel() // self.channels, 1, device=self.device)], 1)
-            self._rgb_map = torch.linalg.lstsq(a.float().cpu(), rgb.permute(0, 2, 3, 1).reshape(-1, 3).float().cpu()).solution.to(self.device)
+            rgb = rgb.cpu().permute(0, 2, 3, 1).reshape(-1, 3)
+            a = torch.cat([lat.permute(0, 2, 3, 1).reshape(-1, self.channels), torch.ones(rgb.shape[0], 1)], 1)
+            self._rgb_map = torch.linalg.lstsq(a, rgb).solution
         a = torch.cat([features.float(), torch.ones(features.shape[0], 1, device=features.device)], 1)
         return (a @ self._rgb_map.to(features.device)).clamp(-1, 1)

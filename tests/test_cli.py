@@ -1,0 +1,491 @@
+"""End-to-end tests of the `sjc` command line on tiny runs of the closed-form toy-world prior.
+
+Runs are in-process (`sjc.cli.main`) except where a real process is needed (the SIGKILL test).
+Every run is tiny (12³ voxels, 8×8 renders) so the whole file stays well under a minute on 2 CPU cores.
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio
+import pytest
+import torch
+import trimesh
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from sjc.cli import main
+
+TINY = ["--grid-size", "12", "--resolution", "8", "--ckpt-every", "10", "--preview-every", "1000",
+        "--video-frames", "4", "--quiet"]
+NO_OUTPUTS = ["--no-video", "--no-mesh"]
+MESH_STEPS = 100   # measured: grid 12, res 8, 100 steps gives a meshable sphere for seeds 0-4 (seed 0 used)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def run_main(argv):
+    """main(argv) with stdout/stderr captured (usable from module-scoped fixtures, unlike capsys)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def sjc(capsys, *argv):
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def generate(out_dir, prompt="a blue sphere", steps=30, extra=(), outputs=False):
+    rc, out, err = run_main(["generate", prompt, *TINY, "--steps", steps, "--out-dir", out_dir,
+                             *([] if outputs else NO_OUTPUTS), *extra])
+    assert rc == 0, err
+    return out, err
+
+
+def assert_one_line_error(rc, err, *hints):
+    """rc != 0 and stderr is exactly one 'sjc: error: …' line, no traceback, containing every hint."""
+    assert rc != 0
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got:\n{err}"
+    assert lines[0].startswith("sjc: error: "), lines[0]
+    for h in hints:
+        assert h.lower() in lines[0].lower(), f"{h!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def ckpt_step(run_dir) -> int:
+    with safe_open(str(Path(run_dir) / "checkpoint.safetensors"), framework="pt") as f:
+        return int(f.metadata()["step"])
+
+
+def field_tensors(run_dir) -> dict:
+    t = load_file(str(Path(run_dir) / "checkpoint.safetensors"))
+    fields = {k: v for k, v in t.items() if k.startswith("field.")}
+    assert fields, "checkpoint holds no field.* tensors"
+    return fields
+
+
+def max_field_diff(dir_a, dir_b) -> float:
+    a, b = field_tensors(dir_a), field_tensors(dir_b)
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def temp_files(run_dir):
+    return [p.name for p in Path(run_dir).rglob("*") if p.name.startswith(".")]
+
+
+def video_frames(path) -> int:
+    reader = imageio.v2.get_reader(path)
+    try:
+        return sum(1 for _ in reader)
+    finally:
+        reader.close()
+
+
+# ---------------------------------------------------------------------------------------------- shared runs
+
+
+@pytest.fixture(scope="module")
+def mesh_run(tmp_path_factory):
+    """A full-output run long enough to produce a mesh: (run folder, stdout + stderr)."""
+    d = tmp_path_factory.mktemp("mesh") / "run"
+    out, err = generate(d, steps=MESH_STEPS, outputs=True)
+    return d, out + err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished 30-step run with video and mesh enabled (too short to mesh): (run folder, stdout + stderr)."""
+    d = tmp_path_factory.mktemp("tiny") / "run"
+    out, err = generate(d, steps=30, outputs=True)
+    return d, out + err
+
+
+@pytest.fixture
+def tiny_copy(tiny_run, tmp_path):
+    """A private copy of the tiny run folder that a test may damage."""
+    d = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], d)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------- 1. generate
+
+
+def test_generate_writes_all_outputs(mesh_run):
+    d, out = mesh_run
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["prompt"] == "a blue sphere"
+    assert cfg["field"]["grid_size"] == 12 and cfg["render"]["resolution"] == 8
+    assert cfg["optim"]["steps"] == MESH_STEPS
+    assert ckpt_step(d) == MESH_STEPS
+    for name in ("views.png", "depth.png", "opacity.png"):
+        with Image.open(d / name) as im:
+            assert im.format == "PNG" and im.size == (64, 64)   # 2×2 grid of 8×8 views, scaled ×4
+    assert (d / "turntable.mp4").stat().st_size > 0
+    assert video_frames(d / "turntable.mp4") == 4
+    for name in ("mesh.glb", "mesh.ply"):
+        mesh = trimesh.load(d / name, force="mesh")
+        assert len(mesh.faces) > 0
+        assert (abs(mesh.vertices) <= 1.0 + 1e-5).all()
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert metrics["steps"] == MESH_STEPS
+    gt = metrics["ground_truth"]
+    assert isinstance(gt["iou"], float) and isinstance(gt["psnr"], float)
+    assert 0.2 < gt["iou"] <= 1.0, "100 steps of PAAS should recover a fair part of the sphere"
+    assert "warning" not in out
+    assert f"done: {MESH_STEPS} steps" in out and str(d) in out
+    assert temp_files(d) == []
+
+
+def test_generate_tiny_run_warns_instead_of_mesh(tiny_run):
+    d, out = tiny_run
+    assert "sjc: warning: no mesh written" in out   # stdout today; stderr would be fine too
+    assert not (d / "mesh.glb").exists() and not (d / "mesh.ply").exists()
+    for name in ("config.json", "checkpoint.safetensors", "views.png", "depth.png", "opacity.png",
+                 "turntable.mp4", "metrics.json"):
+        assert (d / name).stat().st_size > 0, name
+    gt = json.loads((d / "metrics.json").read_text())["ground_truth"]
+    assert isinstance(gt["iou"], float) and isinstance(gt["psnr"], float)
+
+
+def test_generate_no_video_no_mesh_flags(tmp_path):
+    d = tmp_path / "run"
+    generate(d, steps=MESH_STEPS // 5)
+    assert not (d / "turntable.mp4").exists() and not list(d.glob("mesh.*"))
+    assert (d / "views.png").exists() and (d / "metrics.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------- 2. bad input
+
+
+@pytest.mark.parametrize("prompt", ["", "   "])
+def test_empty_prompt(capsys, tmp_path, prompt):
+    rc, _, err = sjc(capsys, "generate", prompt, *TINY, "--steps", 5, "--out-dir", tmp_path / "run")
+    assert_one_line_error(rc, err, "prompt is empty", 'sjc generate "a blue sphere"')
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_prior_lists_available(capsys, tmp_path):
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 5, "--prior", "nope",
+                     "--out-dir", tmp_path / "run")
+    assert_one_line_error(rc, err, "'nope'", "available", "closed-form")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--grid-size", "0"), ("--grid-size", "-3"), ("--grid-size", "1"),
+                                        ("--steps", "0"), ("--resolution", "0")])
+def test_bad_sizes(capsys, tmp_path, flag, value):
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 5, flag, value,
+                     "--out-dir", tmp_path / "run")
+    assert_one_line_error(rc, err, flag, value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_toy_prompt_with_toy_prior(capsys, tmp_path):
+    rc, _, err = sjc(capsys, "generate", "a photo of a cat", *TINY, "--steps", 5, *NO_OUTPUTS,
+                     "--out-dir", tmp_path / "run")
+    assert_one_line_error(rc, err, "a photo of a cat", "not a toy-world prompt", "a <colour> <shape>")
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
+def test_non_toy_prompt_fails_before_touching_the_folder(capsys, tmp_path):
+    rc, _, err = sjc(capsys, "generate", "a photo of a cat", *TINY, "--steps", 5, *NO_OUTPUTS,
+                     "--out-dir", tmp_path / "run")
+    line = assert_one_line_error(rc, err, "'a photo of a cat'")
+    assert " view of " not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_missing_folder(capsys, tmp_path):
+    rc, _, err = sjc(capsys, "resume", tmp_path / "nowhere", "--quiet")
+    assert_one_line_error(rc, err, "no run folder", str(tmp_path / "nowhere"), "sjc generate")
+
+
+def test_resume_folder_without_config(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    rc, _, err = sjc(capsys, "resume", tmp_path / "empty", "--quiet")
+    assert_one_line_error(rc, err, "config.json", "not an sjc run folder")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_resume_corrupt_checkpoint(capsys, tiny_copy, damage):
+    ck = tiny_copy / "checkpoint.safetensors"
+    data = ck.read_bytes()
+    ck.write_bytes({"truncate": data[: len(data) // 2], "garbage": os.urandom(4096), "empty": b""}[damage])
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 40, "--quiet")
+    assert_one_line_error(rc, err, "corrupt", str(ck), "delete it")
+
+
+def test_resume_checkpoint_from_another_config(capsys, tiny_copy):
+    cfg = json.loads((tiny_copy / "config.json").read_text())
+    cfg["field"]["grid_size"] = 16
+    (tiny_copy / "config.json").write_text(json.dumps(cfg))
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--quiet")
+    assert_one_line_error(rc, err, "does not match its run config")
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2, 3]", "", '{"prompt": ""}'])
+def test_resume_garbage_config(capsys, tiny_copy, text):
+    (tiny_copy / "config.json").write_text(text)
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--quiet")
+    assert_one_line_error(rc, err, "config")
+    assert ckpt_step(tiny_copy) == 30
+
+
+@pytest.mark.parametrize("text", ['{"prompt": "a blue sphere", "field": 5}',
+                                  '{"prompt": "a blue sphere", "optim": {"steps": "many"}}'])
+def test_resume_config_of_wrong_shape(capsys, tiny_copy, text):
+    (tiny_copy / "config.json").write_text(text)
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--quiet")
+    assert_one_line_error(rc, err, "config")
+
+
+def test_out_dir_under_a_regular_file(capsys, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    target = tmp_path / "afile" / "run"
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 5, *NO_OUTPUTS, "--out-dir", target)
+    assert_one_line_error(rc, err, "cannot write to the output folder", str(target), "--out-dir")
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root can write into a read-only folder")
+def test_out_dir_read_only(capsys, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 5, *NO_OUTPUTS,
+                         "--out-dir", ro / "run")
+    finally:
+        ro.chmod(0o700)
+    assert_one_line_error(rc, err, "cannot write to the output folder", "--out-dir")
+
+
+def test_generate_into_existing_run_needs_overwrite(capsys, tiny_copy):
+    before = (tiny_copy / "checkpoint.safetensors").read_bytes()
+    args = ["generate", "a blue sphere", *TINY, "--steps", 20, *NO_OUTPUTS, "--out-dir", tiny_copy]
+    rc, _, err = sjc(capsys, *args)
+    assert_one_line_error(rc, err, "already holds a run", f"sjc resume {tiny_copy}", "--overwrite")
+    assert (tiny_copy / "checkpoint.safetensors").read_bytes() == before
+    assert json.loads((tiny_copy / "config.json").read_text())["optim"]["steps"] == 30
+
+    rc, _, err = sjc(capsys, *args, "--overwrite")
+    assert rc == 0, err
+    assert ckpt_step(tiny_copy) == 20
+    assert json.loads((tiny_copy / "config.json").read_text())["optim"]["steps"] == 20
+    assert json.loads((tiny_copy / "metrics.json").read_text())["steps"] == 20
+
+
+def test_overwrite_removes_stale_mesh(capsys, mesh_run, tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(mesh_run[0], d)
+    rc, out, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 10, "--no-video",
+                       "--out-dir", d, "--overwrite")
+    assert rc == 0, err
+    assert "no mesh written" in out + err
+    assert not list(d.glob("mesh.*"))
+
+
+@pytest.mark.parametrize("flag,value", [("--renderer", "nope"), ("--device", "nope"), ("--step-ratio", "0"),
+                                        ("--radius", "0")])
+def test_bad_render_settings(capsys, tmp_path, flag, value):
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 2, *NO_OUTPUTS, flag, value,
+                     "--out-dir", tmp_path / "run")
+    assert_one_line_error(rc, err, flag)
+
+
+# ---------------------------------------------------------------------------------------------- 3. determinism
+
+
+def test_same_seed_same_field_other_seed_differs(tmp_path):
+    generate(tmp_path / "a", steps=30)
+    generate(tmp_path / "b", steps=30)
+    generate(tmp_path / "c", steps=30, extra=["--seed", "1"])
+    a, b = load_file(str(tmp_path / "a" / "checkpoint.safetensors")), load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:   # field, optimiser and RNG state all bit-identical
+        assert torch.equal(a[k], b[k]), k
+    assert max_field_diff(tmp_path / "a", tmp_path / "c") > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- 4. SIGKILL + resume
+
+KILL_STEPS = 200
+
+
+def test_resume_after_sigkill_is_exact(tmp_path):
+    args = ["generate", "a blue sphere", *TINY, "--steps", str(KILL_STEPS), *NO_OUTPUTS]
+    dir_a, dir_b = tmp_path / "a", tmp_path / "b"
+    rc, _, err = run_main([*args, "--out-dir", dir_a])
+    assert rc == 0, err
+
+    ck_b = dir_b / "checkpoint.safetensors"
+    still_running = False
+    with open(tmp_path / "b.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sjc.cli", *args, "--out-dir", str(dir_b)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 120
+            while not ck_b.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if ck_b.exists() and proc.poll() is None:
+                still_running = True
+                os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            if proc.poll() is None and not still_running:
+                proc.kill()
+            proc.wait(timeout=30)
+    log_text = (tmp_path / "b.log").read_text(errors="replace")
+    assert ck_b.exists(), f"run B wrote no checkpoint:\n{log_text}"
+    assert still_running, f"run B finished before it could be killed:\n{log_text}"
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = ckpt_step(dir_b)
+    assert 0 < killed_at < KILL_STEPS
+    assert not (dir_b / "metrics.json").exists()
+
+    rc, out, err = run_main(["resume", dir_b, "--quiet"])
+    assert rc == 0, err
+    assert ckpt_step(dir_b) == KILL_STEPS
+    metrics = json.loads((dir_b / "metrics.json").read_text())
+    assert metrics["steps"] == KILL_STEPS and metrics["steps_run"] == KILL_STEPS - killed_at
+    assert max_field_diff(dir_a, dir_b) < 1e-6
+    assert [n for n in temp_files(dir_b) if ".tmp" in n or "write-test" in n] == []
+    ma = json.loads((dir_a / "metrics.json").read_text())["ground_truth"]
+    assert metrics["ground_truth"]["iou"] == pytest.approx(ma["iou"], abs=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- 5. resume --steps
+
+
+def test_resume_with_more_steps(capsys, tiny_copy):
+    rc, out, err = sjc(capsys, "resume", tiny_copy, "--steps", 45, "--quiet")
+    assert rc == 0, err
+    assert ckpt_step(tiny_copy) == 45
+    assert json.loads((tiny_copy / "config.json").read_text())["optim"]["steps"] == 45
+    metrics = json.loads((tiny_copy / "metrics.json").read_text())
+    assert metrics["steps"] == 45 and metrics["steps_run"] == 15   # continued, not restarted
+    assert "done: 45 steps" in out
+
+
+def test_resume_finished_run_without_steps_trains_nothing(capsys, tiny_copy):
+    before = field_tensors(tiny_copy)
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--quiet")
+    assert rc == 0, err
+    after = field_tensors(tiny_copy)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert json.loads((tiny_copy / "metrics.json").read_text())["steps_run"] == 0
+
+
+def test_resume_with_zero_steps(capsys, tiny_copy):
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 0, "--quiet")
+    assert_one_line_error(rc, err, "--steps")
+    assert json.loads((tiny_copy / "config.json").read_text())["optim"]["steps"] == 30
+
+
+def test_resume_with_fewer_steps_than_done(capsys, tiny_copy):
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 10, "--quiet")
+    assert_one_line_error(rc, err, "--steps", "30")
+    assert json.loads((tiny_copy / "config.json").read_text())["optim"]["steps"] == 30
+
+
+# ---------------------------------------------------------------------------------------------- 6. export, render
+
+
+def test_export_obj(capsys, mesh_run):
+    d, _ = mesh_run
+    rc, out, err = sjc(capsys, "export", d, "--format", "obj")
+    assert rc == 0, err
+    assert out.strip() == str(d / "mesh.obj")
+    mesh = trimesh.load(d / "mesh.obj", force="mesh")
+    assert len(mesh.faces) > 0
+    assert temp_files(d) == []
+
+
+def test_export_of_an_empty_field_is_one_line_error(capsys, tiny_run):
+    rc, _, err = sjc(capsys, "export", tiny_run[0], "--format", "obj")
+    assert_one_line_error(rc, err, "nothing to mesh")
+    assert not (tiny_run[0] / "mesh.obj").exists()
+
+
+def test_render_subpixel(capsys, mesh_run):
+    d, _ = mesh_run
+    rc, out, err = sjc(capsys, "render", d, "--subpixel", 2)
+    assert rc == 0, err
+    path = d / "turntable_subpixel2.mp4"
+    assert out.strip() == str(path)
+    assert path.stat().st_size > 0 and video_frames(path) == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_render_bad_subpixel(capsys, mesh_run, value):
+    rc, _, err = sjc(capsys, "render", mesh_run[0], "--subpixel", value)
+    assert_one_line_error(rc, err, "--subpixel", value)
+
+
+def test_render_missing_folder(capsys, tmp_path):
+    rc, _, err = sjc(capsys, "render", tmp_path / "nowhere")
+    assert_one_line_error(rc, err, "no run folder")
+
+
+# ---------------------------------------------------------------------------------------------- 7. eval
+
+EVAL = ["--steps", "20", "--grid-size", "12", "--resolution", "8"]
+
+
+def test_eval_writes_tables(capsys, tmp_path):
+    prefix = tmp_path / "ev"
+    rc, out, err = sjc(capsys, "eval", "--prompts", "a blue sphere", "--variants", "paas", "oracle", *EVAL,
+                       "--out", prefix)
+    assert rc == 0, err
+    md = (tmp_path / "ev.md").read_text()
+    assert "paas" in md and "oracle" in md and "a blue sphere" in md
+    data = json.loads((tmp_path / "ev.json").read_text())
+    assert len(data["summary"]) == 2 and len(data["rows"]) == 2
+    assert {s["variant"] for s in data["summary"]} == {"paas", "oracle"}
+    for s in data["summary"]:
+        assert isinstance(s["iou"], float) and isinstance(s["psnr"], float)
+    assert data["config"]["optim"]["steps"] == 20
+    assert "(2 cells)" in out
+
+
+@pytest.mark.parametrize("prompts,variants,hint", [
+    (["a blue sphere"], ["paas", "paas:bogus"], "'bogus'"),
+    (["a blue sphere", "a photo of a cat"], ["paas"], "a photo of a cat"),
+    (["a blue sphere"], ["nomethod"], "--method"),
+])
+def test_eval_bad_input_fails_before_training(capsys, tmp_path, monkeypatch, prompts, variants, hint):
+    import sjc.evaluate as sjc_evaluate
+
+    def no_training(*a, **k):
+        raise AssertionError("eval started training before validating its input")
+
+    monkeypatch.setattr(sjc_evaluate, "eval_cell", no_training)
+    rc, _, err = sjc(capsys, "eval", "--prompts", *prompts, "--variants", *variants, *EVAL,
+                     "--out", tmp_path / "ev")
+    assert_one_line_error(rc, err, hint)
+    assert not (tmp_path / "ev.md").exists() and not (tmp_path / "ev.json").exists()
+
+
+def test_eval_zero_seeds(capsys, tmp_path):
+    rc, _, err = sjc(capsys, "eval", "--prompts", "a blue sphere", "--variants", "paas", "--seeds", 0, *EVAL,
+                     "--out", tmp_path / "ev")
+    assert_one_line_error(rc, err, "--seeds")
+    assert not (tmp_path / "ev.md").exists()
