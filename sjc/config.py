@@ -89,6 +89,7 @@ class ModelConfig:
     half: Optional[bool] = None         # fp16 U-Net (None: on CUDA only)
     attention_slicing: bool = False     # lower peak memory on small cards
     offload: bool = False               # keep the text encoder and VAE on the CPU (only the U-Net on the GPU)
+    compile: Optional[bool] = None      # torch.compile the U-Net with CUDA graphs (None: on CUDA only)
 
 
 @dataclass

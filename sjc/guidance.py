@@ -5,14 +5,14 @@ from typing import Callable, Optional
 
 import torch
 
-from .cameras import Cameras, view_label, view_prefix
+from .cameras import VIEW_LABELS, Cameras, view_label, view_prefix
 from .priors.base import Prior
 
 
 def sample_sigma(sigmas: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One σ drawn uniformly from the (trimmed) σ table, as a 0-dim tensor on the table's device."""
-    i = torch.randint(sigmas.numel(), (), generator=generator, device=sigmas.device)
-    return sigmas[i]
+    i = torch.randint(sigmas.numel(), (1,), generator=generator, device=sigmas.device)
+    return sigmas.index_select(0, i).squeeze(0)   # indexing by a 0-dim tensor would sync with the host
 
 
 def paas(prior: Prior, x: torch.Tensor, sigma: torch.Tensor, cond, guidance: Optional[float],
@@ -53,6 +53,11 @@ def view_prompt(prompt: str, cams: Cameras, enabled: bool = True) -> str:
     if not enabled:
         return prompt
     return view_prefix(view_label(float(cams.azimuth[0]), float(cams.elevation[0]))) + prompt
+
+
+def prompt_variants(prompt: str, view_prompts: bool = True) -> list[str]:
+    """Every prompt a run conditions on: the plain one first, then each view-prefixed one."""
+    return [prompt] + ([view_prefix(v) + prompt for v in VIEW_LABELS] if view_prompts else [])
 
 
 class ScoreGuide:

@@ -12,7 +12,7 @@ from .cameras import sample_train_cameras
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, resolve_defaults
 from .field import VoxelField
-from .guidance import OracleGuide, ScoreGuide, view_prompt
+from .guidance import OracleGuide, ScoreGuide, prompt_variants, view_prompt
 from .priors import Prior, load_prior, train_sigmas
 from .regularizers import center_depth_loss, emptiness_loss, emptiness_weight
 from .render import render
@@ -63,7 +63,10 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     resolve_defaults(cfg, prior.config_defaults())
     cfg.prior = cfg.prior or prior.name
     cfg.validate()
-    prior.cond(cfg.prompt)   # a prompt the prior cannot use fails here, before any folder is written
+    # Condition on every prompt the loop can ask for now: a bad prompt fails before any folder is
+    # written, and the loop itself never encodes (nor waits on the device for it).
+    for prompt in prompt_variants(cfg.prompt, cfg.guidance.view_prompts):
+        prior.cond(prompt)
     cam_gen = torch.Generator("cpu").manual_seed(cfg.optim.seed)             # cameras: host side, no syncs
     noise_gen = torch.Generator(device).manual_seed(cfg.optim.seed + 1)      # σ and noise: on the device
     init_gen = torch.Generator("cpu").manual_seed(cfg.optim.seed + 2)

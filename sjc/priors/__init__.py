@@ -43,7 +43,8 @@ def load_prior(cfg, device="cpu") -> Prior:
     m = cfg.model
     if name == "sd":
         from .stable_diffusion import StableDiffusionPrior
-        return StableDiffusionPrior(m.model, device, m.model_config, m.half, m.attention_slicing, m.offload)
+        return StableDiffusionPrior(m.model, device, m.model_config, m.half, m.attention_slicing, m.offload,
+                                    compile=m.compile)
     from .unet2d import UNet2DPrior
     return UNet2DPrior(m.model, device, m.half)
 

@@ -47,7 +47,8 @@ class StableDiffusionPrior(VPDenoiserPrior):
     background_init = 0.0
 
     def __init__(self, model: str, device="cpu", model_config: Optional[str] = None, half: Optional[bool] = None,
-                 attention_slicing: bool = False, offload: bool = False, components=None):
+                 attention_slicing: bool = False, offload: bool = False, components=None,
+                 compile: Optional[bool] = None):
         self.device = torch.device(device)
         half = (self.device.type == "cuda") if half is None else half
         dtype = torch.float16 if half else torch.float32
@@ -59,8 +60,11 @@ class StableDiffusionPrior(VPDenoiserPrior):
         self.vae = vae.to(aux, torch.float32).eval().requires_grad_(False)
         self.text_encoder = text_encoder.to(aux).eval().requires_grad_(False)
         self.tokenizer = tokenizer
-        if self.device.type == "cuda":
-            self.unet.to(memory_format=torch.channels_last)
+        # The guided U-Net call is launch-bound on a big GPU: CUDA graphs through torch.compile remove
+        # the per-kernel launch cost (measured 29 → 7 ms per call on an H200; channels-last gave nothing).
+        self._unet_fn = self.unet
+        if compile if compile is not None else self.device.type == "cuda":
+            self._unet_fn = torch.compile(self.unet, mode="reduce-overhead")
         if attention_slicing:
             self.unet.set_attention_slice("auto")
         self.dtype = dtype
@@ -89,7 +93,14 @@ class StableDiffusionPrior(VPDenoiserPrior):
         b = x_t.shape[0]
         x_in = torch.cat([x_t, x_t]).to(self.dtype)
         emb = cond.repeat_interleave(b, dim=0)     # [uncond × b, cond × b]
-        out = self.unet(x_in, torch.cat([t, t]), encoder_hidden_states=emb).sample.float()
+        try:
+            out = self._unet_fn(x_in, torch.cat([t, t]), encoder_hidden_states=emb).sample.float()
+        except Exception as e:   # a compiler failure must not end the run: fall back to eager once
+            if self._unet_fn is self.unet:
+                raise
+            print(f"sjc: warning: torch.compile failed ({str(e).splitlines()[0][:100]}); running the U-Net eagerly")
+            self._unet_fn = self.unet
+            out = self.unet(x_in, torch.cat([t, t]), encoder_hidden_states=emb).sample.float()
         return classifier_free_guidance(out[:b], out[b:], guidance)
 
     @torch.no_grad()
