@@ -30,22 +30,22 @@ class RenderConfig:
 @dataclass
 class CameraConfig:
     """Training camera distribution (reference defaults)."""
-    radius: float = 1.5
-    elev_min: float = -6.0
-    elev_max: float = 90.0
+    radius: float = 1.5            # camera distance from the origin
+    elev_min: float = -6.0         # lowest training elevation (degrees)
+    elev_max: float = 90.0         # highest training elevation (degrees)
     fov_min: Optional[float] = None   # None: the prior's FoV range (reference: 40 to 70 degrees)
     fov_max: Optional[float] = None
-    test_fov: float = 60.0
-    video_frames: int = 100
+    test_fov: float = 60.0         # FoV of previews, video and evaluation views (degrees)
+    video_frames: int = 100        # frames of the spiral turntable video
 
 
 @dataclass
 class GuidanceConfig:
     """How the 2D prior's score becomes an image-space gradient."""
-    method: str = "paas"           # paas | paas-plain | naive | sds | oracle
+    method: str = "paas"           # guidance: paas | paas-plain | naive | sds | oracle
     num_noise: int = 1             # K noise samples averaged per step
-    sigma_min: Optional[float] = None  # None: the prior's default training range
-    sigma_max: Optional[float] = None
+    sigma_min: Optional[float] = None  # lower end of the σ draw (None: the prior's range)
+    sigma_max: Optional[float] = None  # upper end of the σ draw (None: the prior's range)
     guidance_scale: Optional[float] = None  # None: the prior's default
     view_prompts: bool = True      # prefix "front view of" etc. by camera
 
@@ -54,31 +54,31 @@ class GuidanceConfig:
 class RegConfig:
     """Regularisers."""
     emptiness_weight: Optional[float] = None  # None: the prior's default
-    emptiness_scale: float = 10.0
-    emptiness_mult: float = 20.0
+    emptiness_scale: float = 10.0  # s in log(1 + s·w)
+    emptiness_mult: float = 20.0   # emptiness weight multiplier late in the run
     emptiness_mult_after: float = 0.5  # fraction of the steps after which the multiplier applies
-    center_depth_weight: float = 0.0
+    center_depth_weight: float = 0.0  # pull the object to the view centre (10–100 for some prompts)
 
 
 @dataclass
 class OptimConfig:
     """Adamax with per-group learning rates (reference defaults)."""
-    steps: Optional[int] = None    # None: the prior's default
-    lr: float = 0.05
-    bg_lr: float = 1e-4
-    seed: int = 0
+    steps: Optional[int] = None    # optimisation steps (None: the prior's default)
+    lr: float = 0.05               # Adamax learning rate of density, appearance and d_scale
+    bg_lr: float = 1e-4            # Adamax learning rate of the background
+    seed: int = 0                  # same seed and config → the same field
 
 
 @dataclass
 class OutputConfig:
     """What a run writes and how often."""
-    out_dir: Optional[str] = None  # None: outputs/<prompt-slug>
-    ckpt_every: int = 200
-    preview_every: int = 250
-    video: bool = True
-    mesh: bool = True
+    out_dir: Optional[str] = None  # run folder (None: outputs/<prompt-slug>)
+    ckpt_every: int = 200          # checkpoint interval (steps)
+    preview_every: int = 250       # preview image interval (steps)
+    video: bool = True             # write the turntable video (--no-video to skip)
+    mesh: bool = True              # write GLB and PLY meshes (--no-mesh to skip)
     overwrite: bool = False        # replace a run already in out_dir
-    device: str = "auto"           # auto: cuda when available, else cpu
+    device: str = "auto"           # auto (cuda when available, else cpu), cpu, cuda or cuda:N
 
 
 @dataclass
@@ -96,7 +96,7 @@ class ModelConfig:
 class RunConfig:
     """Everything that defines a run; written as config.json beside its outputs."""
     prompt: str = ""
-    prior: Optional[str] = None    # None: closed-form, or detected from --model
+    prior: Optional[str] = None    # closed-form | sd | unet2d (None: closed-form, or detected from --model)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
@@ -216,13 +216,25 @@ def iter_fields(cfg: RunConfig):
             yield None, f
 
 
+def field_comments() -> dict[str, str]:
+    """The trailing comment of each config field in this file, used as its flag's help text."""
+    import inspect
+    import re
+    import sys
+
+    src = inspect.getsource(sys.modules[__name__])
+    return {m.group(1): m.group(2) for m in re.finditer(r"^    (\w+): [^#\n]+#\s*(.+)$", src, re.M)}
+
+
 def add_config_flags(parser, defaults: Optional[RunConfig] = None) -> None:
     """Add one flag per config field; the default None means 'not given on the command line'."""
     defaults = defaults or RunConfig()
+    comments = field_comments()
     for section, f in iter_fields(defaults):
         default = getattr(getattr(defaults, section) if section else defaults, f.name)
         ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        help_ = f"(default: {default})"
+        shown = "see above" if default is None else default
+        help_ = f"{comments.get(f.name, f.name.replace('_', ' '))} [{section or 'run'}; default: {shown}]"
         if "bool" in ftype:
             parser.add_argument(flag_name(f.name), dest=f.name, default=None,
                                 action=_BoolAction, nargs=0, help=help_)
