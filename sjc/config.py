@@ -1,6 +1,7 @@
 """Typed run configuration: one dataclass per concept, every field a CLI flag, saved beside outputs."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
@@ -236,31 +237,11 @@ def add_config_flags(parser, defaults: Optional[RunConfig] = None) -> None:
         shown = "see above" if default is None else default
         help_ = f"{comments.get(f.name, f.name.replace('_', ' '))} [{section or 'run'}; default: {shown}]"
         if "bool" in ftype:
-            parser.add_argument(flag_name(f.name), dest=f.name, default=None,
-                                action=_BoolAction, nargs=0, help=help_)
-            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, default=None,
-                                action=_BoolAction, nargs=0, help=argparse_suppress())
+            parser.add_argument(flag_name(f.name), dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                                help=help_)
         else:
             conv = int if "int" in ftype else float if "float" in ftype else str
             parser.add_argument(flag_name(f.name), dest=f.name, type=conv, default=None, help=help_)
-
-
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS
-
-
-class _BoolAction:
-    """--flag sets True, --no-flag sets False."""
-
-    def __new__(cls, *args, **kwargs):
-        import argparse
-
-        class A(argparse.Action):
-            def __call__(self, parser, namespace, values, option_string=None):
-                setattr(namespace, self.dest, not option_string.startswith("--no-"))
-
-        return A(*args, **kwargs)
 
 
 def apply_overrides(cfg: RunConfig, ns) -> RunConfig:

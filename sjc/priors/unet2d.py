@@ -1,6 +1,7 @@
 """Unconditional pixel-space diffusers UNet2DModel priors: VP (DDPM/DDIM, ε or v) and VE (score-SDE) schedules."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -32,47 +33,44 @@ def load_unet2d(model: str, dtype=torch.float32):
         raise load_failed(model, e) from None
 
 
-class UNet2DVPPrior(VPDenoiserPrior):
-    """A DDPM/DDIM-trained UNet2DModel as D(x, σ) on RGB in [-1, 1]."""
+class Unconditional:
+    """Mixin for unconditional pixel-space UNet2DModel priors: data shape from the U-Net, no text."""
 
     name = "unet2d"
     text_conditioned = False
     pixel_space = True
 
-    def __init__(self, unet, scheduler, device):
-        super().__init__(scheduler.alphas_cumprod, device)
-        self.unet, self.prediction_type = unet, scheduler.config.get("prediction_type", "epsilon")
+    def _set_shape(self, unet) -> None:
+        self.unet = unet
         self.channels = unet.config.in_channels
         size = unet.config.sample_size
         self.height, self.width = (size, size) if isinstance(size, int) else tuple(size)
 
     def encode(self, prompt: str):
         return None
+
+
+class UNet2DVPPrior(Unconditional, VPDenoiserPrior):
+    """A DDPM/DDIM-trained UNet2DModel as D(x, σ) on RGB in [-1, 1]."""
+
+    def __init__(self, unet, scheduler, device):
+        super().__init__(scheduler.alphas_cumprod, device)
+        self._set_shape(unet)
+        self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
 
     @torch.no_grad()
     def model_output(self, x_t, t, cond, guidance):
         return self.unet(x_t.to(self.unet.dtype), t).sample.float()
 
 
-class UNet2DVEPrior(Prior):
+class UNet2DVEPrior(Unconditional, Prior):
     """A score-SDE (NCSN++) UNet2DModel: the network returns ∇ log p_σ(x), so D(x, σ) = x + σ²·s_θ(x, σ)."""
-
-    name = "unet2d"
-    text_conditioned = False
-    pixel_space = True
 
     def __init__(self, unet, scheduler, device, n_sigmas: int = 1000):
         super().__init__()
-        self.unet = unet
+        self._set_shape(unet)
         c = scheduler.config
-        self.sigmas = torch.logspace(torch.tensor(c.sigma_min).log10().item(), torch.tensor(c.sigma_max).log10().item(),
-                                     n_sigmas, device=device)
-        self.channels = unet.config.in_channels
-        size = unet.config.sample_size
-        self.height, self.width = (size, size) if isinstance(size, int) else tuple(size)
-
-    def encode(self, prompt: str):
-        return None
+        self.sigmas = torch.logspace(math.log10(c.sigma_min), math.log10(c.sigma_max), n_sigmas, device=device)
 
     @torch.no_grad()
     def D(self, x, sigma, cond=None, guidance: Optional[float] = None):
