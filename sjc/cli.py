@@ -1,4 +1,4 @@
-"""The command line: sjc generate | resume | render | export | eval."""
+"""The command line: sjc generate | resume | render | export | eval | sample2d | bench."""
 from __future__ import annotations
 
 import argparse
@@ -59,6 +59,25 @@ def cmd_eval(a) -> None:
     print(f"wrote {Path(a.out).with_suffix('.md')} and .json ({len(summary)} cells)")
 
 
+def cmd_sample2d(a) -> None:
+    import torch
+
+    from .export import save_image
+    from .priors import load_prior
+    from .sample2d import heun_sample
+    from .train import resolve_device
+
+    if a.n < 1 or a.steps < 1:
+        raise SJCError(f"--n and --steps must be positive, got {a.n} and {a.steps}")
+    cfg = RunConfig(prompt=a.prompt, prior=a.prior)
+    cfg.model.model, cfg.model.model_config, cfg.render.resolution = a.model, a.model_config, a.resolution
+    device = resolve_device(a.device)
+    prior = load_prior(cfg, device)
+    gen = torch.Generator(device).manual_seed(a.seed)
+    x = heun_sample(prior, a.n, a.steps, a.sigma_min, a.sigma_max, a.prompt, a.guidance_scale, gen, device)
+    print(save_image(Path(a.out), prior.decode(x), scale=a.scale))
+
+
 def cmd_bench(a) -> None:
     import json
 
@@ -116,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="docs/eval", help="output path prefix for .md and .json")
     add_config_flags(ev)
     ev.set_defaults(func=cmd_eval)
+    s2 = sub.add_parser("sample2d", help="2D samples from a prior (Karras/EDM Heun sampler) as a PNG grid")
+    s2.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
+    s2.add_argument("--prior", help="closed-form | sd | unet2d (default: closed-form, or detected from --model)")
+    s2.add_argument("--model", help="diffusers folder, cached Hub id or .safetensors file")
+    s2.add_argument("--model-config", help="for a single file: the base model's folder or cached id")
+    s2.add_argument("--resolution", type=int, help="image size for the closed-form prior")
+    s2.add_argument("--n", type=int, default=16, help="number of samples")
+    s2.add_argument("--steps", type=int, default=30, help="Heun steps")
+    s2.add_argument("--sigma-min", type=float, help="smallest σ (default: the prior's table)")
+    s2.add_argument("--sigma-max", type=float, help="largest σ (default: the prior's table)")
+    s2.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the prior's)")
+    s2.add_argument("--seed", type=int, default=0)
+    s2.add_argument("--device", default="auto")
+    s2.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the PNG")
+    s2.add_argument("--out", default="samples.png")
+    s2.set_defaults(func=cmd_sample2d)
+
     b = sub.add_parser("bench", help="time complete SJC steps (reference SD configuration, optimised vs fp32 baseline)")
     b.add_argument("--device", default="cuda" if _cuda() else "cpu")
     b.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
