@@ -37,8 +37,9 @@ def time_steps(run, steps: int, warmup: int = 3) -> dict:
 def sd_reference_run(device: str, optimised: bool, full_size: bool = True, latent: int = 64, grid: int = 100):
     """An SJC run at the reference SD configuration with a randomly initialised SD 1.5-sized U-Net.
 
-    optimised: fp16 U-Net, PyTorch SDPA attention, torch.compile with CUDA graphs; else the simple fp32
-    baseline with diffusers' classic (non-SDPA) attention, run eagerly.
+    optimised: the default profile (on CUDA: fp16 U-Net, PyTorch SDPA attention, torch.compile with CUDA
+    graphs; on CPU: fp32 with SDPA); else the simple fp32 baseline with diffusers' classic (non-SDPA)
+    attention, run eagerly.
     """
     import tempfile
 
@@ -46,13 +47,14 @@ def sd_reference_run(device: str, optimised: bool, full_size: bool = True, laten
     from .tiny import build_tiny_sd
 
     folder = build_tiny_sd(tempfile.mkdtemp(prefix="sjc-bench-"), latent_size=latent, full_size_unet=full_size)
-    dtype = torch.float16 if optimised else torch.float32
+    cuda = device.startswith("cuda")
+    dtype = torch.float16 if optimised and cuda else torch.float32   # fp16 only pays on a GPU
     comps = load_sd_components(str(folder), dtype=dtype)
     if not optimised:
         from diffusers.models.attention_processor import AttnProcessor
         comps[0].set_attn_processor(AttnProcessor())
-    prior = StableDiffusionPrior(str(folder), device, half=optimised, components=comps,
-                                 compile=optimised and device.startswith("cuda"))
+    prior = StableDiffusionPrior(str(folder), device, half=optimised and cuda, components=comps,
+                                 compile=optimised and cuda)
     cfg = RunConfig(prompt="a hamburger")
     cfg.field.grid_size, cfg.render.resolution, cfg.optim.steps = grid, latent, 10000
     cfg.output.device = device
