@@ -46,10 +46,11 @@ def sd_reference_run(device: str, optimised: bool, full_size: bool = True, laten
     from .priors.stable_diffusion import StableDiffusionPrior, load_sd_components
     from .tiny import build_tiny_sd
 
-    folder = build_tiny_sd(tempfile.mkdtemp(prefix="sjc-bench-"), latent_size=latent, full_size_unet=full_size)
     cuda = device.startswith("cuda")
     dtype = torch.float16 if optimised and cuda else torch.float32   # fp16 only pays on a GPU
-    comps = load_sd_components(str(folder), dtype=dtype)
+    with tempfile.TemporaryDirectory(prefix="sjc-bench-") as tmp:   # an SD-sized U-Net is GBs on disk
+        folder = build_tiny_sd(tmp, latent_size=latent, full_size_unet=full_size)
+        comps = load_sd_components(str(folder), dtype=dtype)
     if not optimised:
         from diffusers.models.attention_processor import AttnProcessor
         comps[0].set_attn_processor(AttnProcessor())

@@ -28,6 +28,8 @@ class Cameras:
         return Cameras(*(t.to(device, non_blocking=True) for t in (self.rot, self.pos, self.fov, self.azimuth, self.elevation)))
 
     def __getitem__(self, i) -> "Cameras":
+        if isinstance(i, int):
+            i = i % len(self)
         sl = slice(i, i + 1) if isinstance(i, int) else i
         return Cameras(self.rot[sl], self.pos[sl], self.fov[sl], self.azimuth[sl], self.elevation[sl])
 

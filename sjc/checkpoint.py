@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -10,31 +9,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
+from .atomic import atomic_path
 from .errors import SJCError
 
 FORMAT = "sjc-checkpoint-1"
 
 
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write a safetensors file via a temporary file, fsync and rename, so a kill never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write a safetensors file atomically (temporary file, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def save_checkpoint(path: Path, field, optimizer: torch.optim.Optimizer, step: int,
                     generators: dict[str, torch.Generator]) -> None:
-    """Everything needed to continue bit-for-bit from `step`."""
+    """Everything needed to continue from `step` (bit-for-bit on CPU; CUDA's grid_sample backward is not deterministic)."""
     tensors = {f"field.{k}": v for k, v in field.state_dict().items()}
     opt = optimizer.state_dict()
     for idx, state in opt["state"].items():

@@ -15,7 +15,8 @@ def cmd_generate(a) -> None:
     from .pipeline import generate
 
     cfg = RunConfig.load(Path(a.config)) if a.config else RunConfig()
-    cfg.prompt = a.prompt
+    if a.prompt is not None or not cfg.prompt:
+        cfg.prompt = DEFAULT_PROMPT if a.prompt is None else a.prompt
     apply_overrides(cfg, a)
     out_dir, metrics = generate(cfg, progress=not a.quiet)
     _report(out_dir, metrics)
@@ -33,6 +34,8 @@ def cmd_render(a) -> None:
 
     if a.subpixel < 1:
         raise SJCError(f"--subpixel must be a positive integer, got {a.subpixel}")
+    if a.out:
+        check_writable(Path(a.out))
     run = load_run(Path(a.run_dir))
     path = Path(a.out) if a.out else Path(a.run_dir) / (f"turntable_subpixel{a.subpixel}.mp4" if a.subpixel > 1 else "turntable.mp4")
     print(render_video(run, path, subpixel=a.subpixel))
@@ -67,8 +70,11 @@ def cmd_sample2d(a) -> None:
     from .sample2d import heun_sample
     from .train import resolve_device
 
-    if a.n < 1 or a.steps < 1:
-        raise SJCError(f"--n and --steps must be positive, got {a.n} and {a.steps}")
+    if a.n < 1 or a.steps < 1 or a.scale < 1:
+        raise SJCError(f"--n, --steps and --scale must be positive, got {a.n}, {a.steps} and {a.scale}")
+    if (a.sigma_min is not None and a.sigma_min <= 0) or (a.sigma_max is not None and a.sigma_max <= (a.sigma_min or 0)):
+        raise SJCError(f"need 0 < --sigma-min < --sigma-max, got {a.sigma_min} and {a.sigma_max}")
+    check_writable(Path(a.out))
     cfg = RunConfig(prompt=a.prompt, prior=a.prior)
     cfg.model.model, cfg.model.model_config, cfg.render.resolution = a.model, a.model_config, a.resolution
     device = resolve_device(a.device)
@@ -83,6 +89,8 @@ def cmd_bench(a) -> None:
 
     from .bench import bench_sd
 
+    if a.out:
+        check_writable(Path(a.out))
     res = bench_sd(a.device, steps=a.steps, repeats=a.repeats, full_size=not a.tiny,
                    latent=a.latent, grid=a.grid)
     text = json.dumps(res, indent=2)
@@ -90,6 +98,12 @@ def cmd_bench(a) -> None:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(text + "\n")
     print(text)
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, with one line, if an output file's folder cannot be written."""
+    from .pipeline import prepare_out_dir
+    prepare_out_dir(path.parent if str(path.parent) else Path("."))
 
 
 def _report(out_dir: Path, metrics: dict) -> None:
@@ -103,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="lift a prompt into a 3D field (default: the built-in toy-world prior)")
-    g.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help=f'text prompt (default: "{DEFAULT_PROMPT}")')
+    g.add_argument("prompt", nargs="?", default=None,
+                   help=f'text prompt (default: the --config\'s prompt, else "{DEFAULT_PROMPT}")')
     g.add_argument("--config", help="start from a saved config.json (flags still override it)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(g)
@@ -164,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def torch_oom():
+    import torch
+    return torch.OutOfMemoryError
+
+
 def _cuda() -> bool:
     import torch
     return torch.cuda.is_available()
@@ -177,8 +197,14 @@ def main(argv=None) -> int:
         print(f"sjc: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sjc: interrupted; the last checkpoint is kept, continue with 'sjc resume <run folder>'", file=sys.stderr)
+        hint = (": the last checkpoint is kept, continue with 'sjc resume <run folder>'"
+                if args.command in ("generate", "resume") else "")
+        print(f"sjc: interrupted{hint}", file=sys.stderr)
         return 130
+    except torch_oom() as e:
+        print(f"sjc: error: out of GPU memory ({str(e).splitlines()[0][:80]}); try --offload, --attention-slicing, "
+              "--half, or a smaller --grid-size / --resolution", file=sys.stderr)
+        return 2
     return 0
 
 

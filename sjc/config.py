@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -58,6 +59,7 @@ class RegConfig:
     emptiness_scale: float = 10.0  # s in log(1 + s·w)
     emptiness_mult: float = 20.0   # emptiness weight multiplier late in the run
     emptiness_mult_after: float = 0.5  # fraction of the steps after which the multiplier applies
+    emptiness_mult_step: Optional[int] = None  # the step the multiplier starts (None: mult_after × steps, fixed at creation)
     center_depth_weight: float = 0.0  # pull the object to the view centre (10–100 for some prompts)
 
 
@@ -67,7 +69,7 @@ class OptimConfig:
     steps: Optional[int] = None    # optimisation steps (None: the prior's default)
     lr: float = 0.05               # Adamax learning rate of density, appearance and d_scale
     bg_lr: float = 1e-4            # Adamax learning rate of the background
-    seed: int = 0                  # same seed and config → the same field
+    seed: int = 0                  # same seed and config → the same field (on CPU)
 
 
 @dataclass
@@ -116,19 +118,25 @@ class RunConfig:
     def from_dict(cls, d: dict) -> "RunConfig":
         d = dict(d)
         kw: dict[str, Any] = {}
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
         for f in fields(cls):
             if f.name not in d:
                 continue
             if f.name in cls.SECTIONS:
                 sec_type = type(getattr(cls(), f.name))
-                known = {g.name for g in fields(sec_type)}
-                kw[f.name] = sec_type(**{k: v for k, v in d[f.name].items() if k in known})
+                extra = set(d[f.name]) - {g.name for g in fields(sec_type)}
+                if extra:
+                    raise ValueError(f"unknown keys in {f.name}: {sorted(extra)}")
+                kw[f.name] = sec_type(**d[f.name])
             else:
                 kw[f.name] = d[f.name]
         return cls(**kw)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        from .atomic import write_text
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
@@ -151,6 +159,8 @@ class RunConfig:
             ok = base is None or (isinstance(value, kinds[base]) and not (base != "bool" and isinstance(value, bool)))
             if not ok:
                 raise SJCError(f"{where}: {flag_name(f.name)[2:]} must be {base}, got {value!r}")
+            if base == "float" and not math.isfinite(value):
+                raise SJCError(f"{where}: {flag_name(f.name)} must be a finite number, got {value!r}")
         return self
 
     def validate(self) -> "RunConfig":
@@ -171,8 +181,12 @@ class RunConfig:
             raise SJCError(f"--grid-size must be at least 2, got {self.field.grid_size}")
         if self.render.renderer not in RENDERER_NAMES:
             raise SJCError(f"unknown --renderer {self.render.renderer!r}; choose one of {', '.join(RENDERER_NAMES)}")
-        if self.render.step_ratio <= 0:
-            raise SJCError(f"--step-ratio must be positive (samples per voxel spacing), got {self.render.step_ratio}")
+        if not 0.05 <= self.render.step_ratio <= 4:
+            raise SJCError(f"--step-ratio must lie in [0.05, 4] (sample spacing in voxels), got {self.render.step_ratio}")
+        if self.render.weight_threshold < 0 or self.render.far_depth <= 0 or self.reg.emptiness_scale < 0:
+            raise SJCError("need --weight-threshold >= 0, --far-depth > 0 and --emptiness-scale >= 0")
+        if not 0 < self.camera.test_fov < 180:
+            raise SJCError(f"need 0 < --test-fov < 180 (degrees), got {self.camera.test_fov}")
         if self.camera.radius <= 0 or self.camera.elev_min > self.camera.elev_max:
             raise SJCError(f"need --radius > 0 and --elev-min <= --elev-max, got {self.camera.radius}, "
                            f"{self.camera.elev_min}, {self.camera.elev_max}")

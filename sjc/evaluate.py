@@ -161,7 +161,11 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
     """Run every cell (in `jobs` processes), write <out_prefix>.md and .json, return the summary."""
     import json
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
     from pathlib import Path
+
+    from .atomic import write_text
+    from .pipeline import prepare_out_dir
 
     from .errors import SJCError
     from .priors import load_prior
@@ -172,17 +176,17 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
             raise SJCError(f"sjc eval needs prompts with a known 3D truth; prior {base.prior!r} has none for {p!r}")
         for v in variants:
             variant_config(base, p, v, 0)
+    out_prefix = Path(out_prefix)
+    prepare_out_dir(out_prefix.parent)   # an unwritable --out fails now, not after every cell has trained
     threads = max(1, torch.get_num_threads() // max(jobs, 1))
     cells = [(base, p, v, s, threads) for p in prompts for v in variants for s in seeds]
-    if jobs > 1:
-        with mp.get_context("spawn").Pool(jobs) as pool:
-            rows = list(pool.imap(eval_cell, cells))
+    if jobs > 1:   # a crashed worker raises BrokenProcessPool instead of hanging
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            rows = list(pool.map(eval_cell, cells))
     else:
         rows = [eval_cell(c) for c in cells]
     summary = summarize(rows)
-    out_prefix = Path(out_prefix)
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    out_prefix.with_suffix(".json").write_text(json.dumps({"rows": rows, "summary": summary,
-                                                           "config": base.to_dict()}, indent=2) + "\n")
-    out_prefix.with_suffix(".md").write_text(markdown_table(summary, variants))
+    write_text(out_prefix.with_suffix(".json"), json.dumps({"rows": rows, "summary": summary,
+                                                            "config": base.to_dict()}, indent=2) + "\n")
+    write_text(out_prefix.with_suffix(".md"), markdown_table(summary, variants))
     return summary

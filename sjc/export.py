@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import imageio
@@ -15,26 +13,10 @@ import trimesh
 from PIL import Image
 from skimage import measure
 
+from .atomic import atomic_path
 from .errors import SJCError
 
 MESH_FORMATS = ("glb", "ply", "obj")
-
-
-@contextmanager
-def _atomic_path(path: Path):
-    """Yield a temp path next to `path` (same suffix); move it into place on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, prefix=f".{path.name}.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)   # mkstemp makes 0600 files; outputs get the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -92,7 +74,7 @@ def save_video(path, frames: torch.Tensor, fps: int = 20, min_size: int = 256) -
     h, w = arr.shape[1:3]
     pad = ((0, 0), (0, -h % 16), (0, -w % 16), (0, 0))
     arr = np.pad(arr, pad, mode="edge")
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         writer = imageio.v2.get_writer(
             tmp, format="FFMPEG", fps=fps, codec="libx264", quality=8,
             macro_block_size=1, ffmpeg_log_level="error",
@@ -144,6 +126,6 @@ def export_mesh(mesh: trimesh.Trimesh, path, fmt: str | None = None) -> Path:
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in MESH_FORMATS:
         raise SJCError(f"unknown mesh format '{fmt}': choose glb, ply or obj")
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         mesh.export(file_obj=str(tmp), file_type=fmt)
     return path

@@ -67,8 +67,11 @@ class VoxelField(nn.Module):
         """Background looked up by ray direction (R, 3) in spherical (azimuth, elevation) coordinates → (R, C)."""
         u = torch.atan2(dirs[:, 0], dirs[:, 2]) / math.pi
         v = -torch.asin(dirs[:, 1].clamp(-1, 1)) * (2 / math.pi)
-        g = torch.stack([u, v], -1).view(1, 1, -1, 2)
-        raw = F.grid_sample(self.background_raw, g, mode="bilinear", padding_mode="border", align_corners=False)
+        # Azimuth wraps around: pad the texture by one texel on each side in u so ±180° meet without a seam.
+        tex = torch.cat([self.background_raw[..., -1:], self.background_raw, self.background_raw[..., :1]], -1)
+        w = self.background_raw.shape[-1]
+        g = torch.stack([u * w / (w + 2), v], -1).view(1, 1, -1, 2)
+        raw = F.grid_sample(tex, g, mode="bilinear", padding_mode="border", align_corners=False)
         return self.activate_colour(raw.view(self.channels, -1).t())
 
     def density_grid(self) -> torch.Tensor:

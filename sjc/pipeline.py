@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 
 from .cameras import orbit_cameras, spiral_cameras
+from .atomic import remove_stale_temporaries, write_text
 from .config import RunConfig
 from .errors import SJCError
 from .evaluate import evaluate_field, occupancy_level
@@ -35,8 +36,7 @@ def prepare_out_dir(path: Path) -> Path:
     """Create the run folder and prove it is writable, or fail with one actionable line."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        for stale in path.glob(".*.tmp*"):   # left by a run killed in the middle of an atomic write
-            stale.unlink()
+        remove_stale_temporaries(path)   # only sjc's own temporary names
         probe = path / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
@@ -66,7 +66,8 @@ def preview_cameras(fov: float, radius: float, device) -> "Cameras":
 def write_preview(run: Run, out_dir: Path) -> None:
     """previews/step_NNNNNN.png: the four fixed views, decoded to RGB."""
     cams = preview_cameras(run.cfg.camera.test_fov, run.cfg.camera.radius, run.device)
-    save_image(out_dir / "previews" / f"step_{run.step:06d}.png", run.prior.decode(run.render(cams).image), scale=4)
+    scale = 4 if run.prior.pixel_space else 1   # decoded latents are already large
+    save_image(out_dir / "previews" / f"step_{run.step:06d}.png", run.prior.decode(run.render(cams).image), scale=scale)
 
 
 @torch.no_grad()
@@ -97,11 +98,14 @@ def finalize(run: Run, out_dir: Path) -> dict:
     cams = preview_cameras(run.cfg.camera.test_fov, run.cfg.camera.radius, run.device)
     with torch.no_grad():
         out = run.render(cams)
-        save_image(out_dir / "views.png", run.prior.decode(out.image), scale=4)
+        save_image(out_dir / "views.png", run.prior.decode(out.image), scale=4 if run.prior.pixel_space else 1)
         save_image(out_dir / "depth.png", normalize_map(out.depth, 0.0, 2 * run.cfg.camera.radius), scale=4)
         save_image(out_dir / "opacity.png", normalize_map(out.opacity, 0.0, 1.0), scale=4)
     if run.cfg.output.video:
-        render_video(run, out_dir / "turntable.mp4")
+        try:
+            render_video(run, out_dir / "turntable.mp4")
+        except (OSError, RuntimeError) as e:   # ffmpeg or the disk: the trained field is safe in its checkpoint
+            print(f"sjc: warning: no video written: {str(e).splitlines()[0][:200]}", file=sys.stderr)
     if run.cfg.output.mesh:
         try:
             write_mesh(run, out_dir)
@@ -112,7 +116,7 @@ def finalize(run: Run, out_dir: Path) -> dict:
     obj = run.prior.truth(run.cfg.prompt)
     if obj is not None:
         metrics["ground_truth"] = evaluate_field(run, obj)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
@@ -124,9 +128,9 @@ def generate(cfg: RunConfig, progress: bool = True) -> tuple[Path, dict]:
         raise SJCError(f"{out_dir} already holds a run: continue it with 'sjc resume {out_dir}', "
                        f"or pass --overwrite or another --out-dir")
     run = build_run(cfg)   # before touching the folder: bad prompts and priors fail early
-    prepare_out_dir(out_dir)
-    if cfg.output.overwrite:
+    if checkpoint_path(out_dir).exists():   # --overwrite of an sjc run folder
         remove_outputs(out_dir)
+    prepare_out_dir(out_dir)
     cfg.save(out_dir / CONFIG_NAME)
     train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
     return out_dir, finalize(run, out_dir)

@@ -9,9 +9,9 @@ def emptiness_loss(weights: torch.Tensor, valid: torch.Tensor, scale: float = 10
     return (torch.log1p(scale * weights) * valid).sum() / valid.sum().clamp_min(1)
 
 
-def emptiness_weight(base: float, step: int, total: int, mult: float, after: float) -> float:
-    """The emptiness weight at a step: base, times `mult` from the fraction `after` of the run on."""
-    return base * (mult if step >= after * total else 1.0)
+def emptiness_weight(base: float, step: int, switch_step: int, mult: float) -> float:
+    """The emptiness weight at a step: base, times `mult` from `switch_step` on."""
+    return base * (mult if step >= switch_step else 1.0)
 
 
 def center_depth_loss(depth: torch.Tensor, far_depth: float = 10.0, box: float = 50 / 64) -> torch.Tensor:
@@ -23,7 +23,7 @@ def center_depth_loss(depth: torch.Tensor, far_depth: float = 10.0, box: float =
     h, w = depth.shape[-2:]
     ys = (torch.arange(h, device=depth.device) + 0.5) / h * 2 - 1
     xs = (torch.arange(w, device=depth.device) + 0.5) / w * 2 - 1
-    inside = (ys.abs()[:, None] < box) & (xs.abs()[None, :] < box)
-    centre = depth[..., inside].mean()
-    border = depth[..., ~inside].mean()
+    inside = ((ys.abs()[:, None] < box) & (xs.abs()[None, :] < box)).to(depth.dtype)   # no boolean indexing: no sync
+    centre = (depth * inside).sum() / (inside.sum() * depth.shape[0]).clamp_min(1)
+    border = (depth * (1 - inside)).sum() / ((1 - inside).sum() * depth.shape[0]).clamp_min(1)
     return (centre - border) / far_depth

@@ -25,11 +25,6 @@ def uniform_samples(t_near: torch.Tensor, t_far: torch.Tensor, step: float, n_sa
     return t, t < t_far[:, None]
 
 
-def alpha_from_density(density: torch.Tensor, delta: float | torch.Tensor) -> torch.Tensor:
-    """Opacity of a segment: α = 1 − exp(−σ·δ)."""
-    return 1.0 - torch.exp(-density * delta)
-
-
 def compositing_weights(density: torch.Tensor, delta: float | torch.Tensor) -> torch.Tensor:
     """w_i = α_i · T_i with transmittance T_i = exp(−Σ_{j<i} σ_j δ_j), along the last axis."""
     tau = density * delta
@@ -93,7 +88,7 @@ def render(field, cams: Cameras, height: int, width: int, step_ratio: float = 0.
     chunk = chunk or o.shape[0]
     outs = [fn(field, o[i:i + chunk], d[i:i + chunk], step, weight_threshold, far_depth)
             for i in range(0, o.shape[0], chunk)]
-    rgb, opacity, depth, w, valid = (torch.cat(x, 0) for x in zip(*outs))
+    rgb, opacity, depth, w, valid = outs[0] if len(outs) == 1 else (torch.cat(x, 0) for x in zip(*outs))
     image = rgb + (1 - opacity)[:, None] * field.background(d)
 
     def to_img(x):

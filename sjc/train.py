@@ -53,6 +53,8 @@ def resolve_device(name: str) -> torch.device:
         raise SJCError(f"unknown --device {name!r}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SJCError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SJCError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     return device
 
 
@@ -62,6 +64,8 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     prior = prior or load_prior(cfg, device)
     resolve_defaults(cfg, prior.config_defaults())
     cfg.prior = cfg.prior or prior.name
+    if cfg.reg.emptiness_mult_step is None:   # fixed at creation: resuming with more --steps keeps the schedule
+        cfg.reg.emptiness_mult_step = int(cfg.reg.emptiness_mult_after * cfg.optim.steps)
     cfg.validate()
     # Condition on every prompt the loop can ask for now: a bad prompt fails before any folder is
     # written, and the loop itself never encodes (nor waits on the device for it).
@@ -76,6 +80,9 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     g = cfg.guidance
     if g.method == "oracle":
         obj = prior.truth(cfg.prompt)
+        if obj is None:
+            from .errors import SJCError
+            raise SJCError("--method oracle needs a toy-world prompt with the closed-form prior (it trains on the true views)")
         from .toyworld import render_truth
         guide = OracleGuide(lambda cams: render_truth(obj, cams, cfg.render.resolution, cfg.render.resolution))
     else:
@@ -92,8 +99,7 @@ def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     prompt = view_prompt(cfg.prompt, cams_host, cfg.guidance.view_prompts)
     out = run.render(cams)
     grad = run.guide(out.image.detach(), cams, prompt, run.generators["noise"])   # 2D score, no U-Net Jacobian
-    lam = emptiness_weight(cfg.reg.emptiness_weight, step, cfg.optim.steps, cfg.reg.emptiness_mult,
-                           cfg.reg.emptiness_mult_after)
+    lam = emptiness_weight(cfg.reg.emptiness_weight, step, cfg.reg.emptiness_mult_step, cfg.reg.emptiness_mult)
     empty = emptiness_loss(out.weights, out.valid, cfg.reg.emptiness_scale)
     reg = lam * empty
     if cfg.reg.center_depth_weight:

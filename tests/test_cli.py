@@ -489,3 +489,47 @@ def test_eval_zero_seeds(capsys, tmp_path):
                      "--out", tmp_path / "ev")
     assert_one_line_error(rc, err, "--seeds")
     assert not (tmp_path / "ev.md").exists()
+
+
+# ---------------------------------------------------------------------------------------------- review fixes
+def test_config_rerun_keeps_its_prompt_and_rejects_unknown_keys(capsys, tmp_path):
+    rc, _, _ = sjc(capsys, "generate", "a red cube", *TINY, "--steps", 3, *NO_OUTPUTS, "--out-dir", tmp_path / "a")
+    assert rc == 0
+    rc, _, _ = sjc(capsys, "generate", "--config", tmp_path / "a" / "config.json", "--out-dir", tmp_path / "b")
+    assert rc == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["prompt"] == "a red cube"
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    cfg["field"]["grid_sise"] = 7
+    (tmp_path / "typo.json").write_text(json.dumps(cfg))
+    rc, _, err = sjc(capsys, "generate", "--config", tmp_path / "typo.json", "--out-dir", tmp_path / "c")
+    assert_one_line_error(rc, err, "grid_sise")
+
+
+def test_unwritable_outputs_fail_before_any_work(capsys, tmp_path, monkeypatch):
+    import sjc.evaluate as sjc_evaluate
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(sjc_evaluate, "eval_cell", lambda *a: pytest.fail("trained before checking --out"))
+    rc, _, err = sjc(capsys, "eval", "--prompts", "a blue sphere", "--variants", "paas", *EVAL,
+                     "--out", tmp_path / "afile" / "ev")
+    assert_one_line_error(rc, err, "cannot write")
+    rc, _, err = sjc(capsys, "sample2d", "--n", 1, "--out", tmp_path / "afile" / "s.png")
+    assert_one_line_error(rc, err, "cannot write")
+
+
+def test_out_dir_that_is_not_a_run_keeps_its_files(capsys, tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "views.png").write_text("my own file")
+    (d / ".notes.tmp1").write_text("my own temporary file")
+    rc, _, _ = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 3, *NO_OUTPUTS, "--out-dir", d)
+    assert rc == 0
+    assert (d / ".notes.tmp1").read_text() == "my own temporary file"
+
+
+def test_emptiness_switch_is_fixed_at_creation(capsys, tiny_copy):
+    cfg = json.loads((tiny_copy / "config.json").read_text())
+    switch = cfg["reg"]["emptiness_mult_step"]
+    assert switch == int(cfg["reg"]["emptiness_mult_after"] * cfg["optim"]["steps"])
+    rc, _, _ = sjc(capsys, "resume", tiny_copy, "--steps", 2 * cfg["optim"]["steps"], "--quiet")
+    assert rc == 0
+    assert json.loads((tiny_copy / "config.json").read_text())["reg"]["emptiness_mult_step"] == switch

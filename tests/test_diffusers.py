@@ -223,3 +223,12 @@ def test_sample2d_from_every_prior_kind(tiny, tmp_path, capsys):
         assert (w, h) == ((32, 16) if key.startswith("sd") else (16, 8))   # 2 samples side by side
     assert main(["sample2d", "a red cube", "--n", "0", "--out", str(tmp_path / "x.png")]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_oracle_needs_the_toy_world(tiny, tmp_path, capsys):
+    from sjc.cli import main
+    rc = main(["generate", "a red cube", "--model", str(tiny["sd"]), "--method", "oracle", "--steps", "2",
+               "--grid-size", "8", "--out-dir", str(tmp_path / "run"), "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "oracle needs a toy-world prompt" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -64,6 +64,7 @@ def test_training_camera_distribution():
 def test_spiral_and_eval_cameras():
     sp = spiral_cameras(100)
     assert len(sp) == 100 and sp.elevation[0] > sp.elevation[-1]
+    assert len(sp[-1]) == 1 and sp[-1].elevation.item() == sp.elevation[-1].item()
     assert len(eval_cameras()) == 16
 
 
@@ -127,8 +128,8 @@ def test_emptiness_loss_and_schedule():
     valid = torch.tensor([[True, True, False]])
     assert emptiness_loss(w, valid, 10.0).item() == pytest.approx(math.log(6.0) / 2)
     assert emptiness_loss(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool)).item() == 0.0
-    assert emptiness_weight(2.0, 49, 100, 20.0, 0.5) == 2.0
-    assert emptiness_weight(2.0, 50, 100, 20.0, 0.5) == 40.0
+    assert emptiness_weight(2.0, 49, 50, 20.0) == 2.0
+    assert emptiness_weight(2.0, 50, 50, 20.0) == 40.0
 
 
 def blob_field(n, centre, radius=0.25, value=6.0):
@@ -143,12 +144,13 @@ def blob_field(n, centre, radius=0.25, value=6.0):
 
 def test_center_depth_loss_is_finite_and_pulls_density_to_the_centre():
     cam = one_cam(0.0, 0.0, 60.0)
-    # Finite for an empty and for a fully opaque field.
+    # Finite for an empty and for a fully opaque field, at any resolution.
     for v in (-20.0, 20.0):
         f = VoxelField(12, 3)
         with torch.no_grad():
             f.density_raw.fill_(v)
-        assert torch.isfinite(center_depth_loss(render(f, cam, 16, 16).depth))
+        for res in (1, 2, 4, 16):
+            assert torch.isfinite(center_depth_loss(render(f, cam, res, res).depth))
     # An object off to the side: descending the loss adds density on central rays and removes the side blob.
     field, (x, y, z) = blob_field(24, (0.85, 0.0, 0.0), radius=0.15)
     loss = center_depth_loss(render(field, cam, 16, 16).depth)
@@ -158,6 +160,17 @@ def test_center_depth_loss_is_finite_and_pulls_density_to_the_centre():
     blob = ((x - 0.85) ** 2 + y ** 2 + z ** 2).sqrt() < 0.15
     assert descent[central].sum() > 0
     assert descent[blob].sum() < 0
+
+
+def test_background_has_no_seam_behind_the_object():
+    field = VoxelField(4, 3)
+    with torch.no_grad():
+        field.background_raw.normal_()
+    # Directions just either side of azimuth 180° (looking along −z) get (almost) the same background.
+    a, b = math.radians(179.5), math.radians(-179.5)
+    d = torch.tensor([[math.sin(a), 0.0, math.cos(a)], [math.sin(b), 0.0, math.cos(b)]])
+    bg = field.background(d)
+    assert torch.allclose(bg[0], bg[1], atol=0.05)
 
 
 def test_resample_keeps_the_field():

@@ -15,10 +15,8 @@ HOW_TO_GET = ("download it where there is network (e.g. `huggingface-cli downloa
 
 def offline() -> None:
     """Never touch the network: nothing may download weights at run time (and nothing may hang on it)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+                      HF_HUB_DISABLE_PROGRESS_BARS="1")
     import logging
     for name in ("transformers", "diffusers"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -54,7 +52,7 @@ def resolve_model(model: str) -> tuple[str, Path]:
         return "folder", p
     if model.count("/") == 1 and not model.startswith((".", "/", "~")):
         repo = hub_cache_dir() / ("models--" + model.replace("/", "--"))
-        snaps = sorted((repo / "snapshots").glob("*")) if repo.is_dir() else []
+        snaps = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime) if repo.is_dir() else []
         ref = repo / "refs" / "main"
         if ref.is_file() and (repo / "snapshots" / ref.read_text().strip()).is_dir():
             return "folder", repo / "snapshots" / ref.read_text().strip()

@@ -81,6 +81,7 @@ class UNet2DVEPrior(Unconditional, Prior):
 
 def UNet2DPrior(model: str, device="cpu", half: Optional[bool] = None) -> Prior:
     """Load a UNet2DModel prior and pick the VP or VE adapter from its scheduler."""
+    offline()   # before diffusers is imported: huggingface_hub reads its settings at import
     from diffusers import ScoreSdeVeScheduler
 
     device = torch.device(device)
