@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .cameras import orbit_cameras, spiral_cameras
+from .cameras import Cameras, orbit_cameras, spiral_cameras
 from .atomic import remove_stale_temporaries, write_text
 from .config import RunConfig
 from .errors import SJCError
@@ -56,7 +56,7 @@ def remove_outputs(path: Path) -> None:
             f.unlink()
 
 
-def preview_cameras(fov: float, radius: float, device) -> "Cameras":
+def preview_cameras(fov: float, radius: float, device) -> Cameras:
     """Four fixed views (front, right, back, left) at 15° elevation for previews and summary images."""
     az = torch.tensor([0.0, 90.0, 180.0, 270.0])
     return orbit_cameras(az, torch.full_like(az, 15.0), torch.full_like(az, fov), radius).to(device)

@@ -1,6 +1,5 @@
 """Diffusers priors on tiny random pipelines built offline: σ tables, D against the scheduler, CFG, v→ε, loading."""
 import json
-import math
 import shutil
 
 import pytest

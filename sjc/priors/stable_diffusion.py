@@ -1,7 +1,6 @@
 """Stable Diffusion 1.x / 2.x (diffusers) as an SJC prior: a guided VP latent denoiser with text embeddings."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import torch

@@ -5,7 +5,7 @@ A VP model sees x_t = √ᾱ·x₀ + √(1−ᾱ)·ε. Dividing by √ᾱ gives 
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
