@@ -63,18 +63,24 @@ def preview_cameras(fov: float, radius: float, device) -> Cameras:
 
 
 @torch.no_grad()
-def write_preview(run: Run, out_dir: Path) -> None:
-    """previews/step_NNNNNN.png: the four fixed views, decoded to RGB."""
-    cams = preview_cameras(run.cfg.camera.test_fov, run.cfg.camera.radius, run.device)
+def write_views(run: Run, path: Path):
+    """Render the four fixed views, save them decoded to RGB at `path`, return the render."""
+    out = run.render(preview_cameras(run.cfg.camera.test_fov, run.cfg.camera.radius, run.device))
     scale = 4 if run.prior.pixel_space else 1   # decoded latents are already large
-    save_image(out_dir / "previews" / f"step_{run.step:06d}.png", run.prior.decode(run.render(cams).image), scale=scale)
+    save_image(path, run.prior.decode(out.image), scale=scale)
+    return out
+
+
+def write_preview(run: Run, out_dir: Path) -> None:
+    """previews/step_NNNNNN.png: the four fixed views at the current step."""
+    write_views(run, out_dir / "previews" / f"step_{run.step:06d}.png")
 
 
 @torch.no_grad()
 def render_video(run: Run, path: Path, subpixel: int = 1, scale: int = 4) -> Path:
     """The spiral turntable: pixel-space fields are rendered at `scale`× resolution, latent fields decoded."""
     c = run.cfg.camera
-    cams = spiral_cameras(run.cfg.camera.video_frames, fov=c.test_fov, radius=c.radius, device=run.device)
+    cams = spiral_cameras(c.video_frames, fov=c.test_fov, radius=c.radius, device=run.device)
     res = run.resolution * (scale if run.prior.pixel_space else 1)
     frames = []
     for i in range(len(cams)):
@@ -95,10 +101,8 @@ def write_mesh(run: Run, out_dir: Path, formats=("glb", "ply"), level: Optional[
 def finalize(run: Run, out_dir: Path) -> dict:
     """Write the summary images, video, mesh and metrics.json of a finished run."""
     t0 = time.perf_counter()
-    cams = preview_cameras(run.cfg.camera.test_fov, run.cfg.camera.radius, run.device)
+    out = write_views(run, out_dir / "views.png")
     with torch.no_grad():
-        out = run.render(cams)
-        save_image(out_dir / "views.png", run.prior.decode(out.image), scale=4 if run.prior.pixel_space else 1)
         save_image(out_dir / "depth.png", normalize_map(out.depth, 0.0, 2 * run.cfg.camera.radius), scale=4)
         save_image(out_dir / "opacity.png", normalize_map(out.opacity, 0.0, 1.0), scale=4)
     if run.cfg.output.video:

@@ -32,6 +32,14 @@ def test_mmse_denoiser_limits_and_stability():
     assert torch.allclose(mmse_denoise(z, torch.tensor([s]), ys), (w[:, None] * ys).sum(0, keepdim=True), atol=1e-6)
 
 
+def paas_vs_sqrt2_score(prior, x, s, cond, g, num_noise):
+    """PAAS(x, σ) on the score scale (×1/σ) and the score of p at √2σ, (D(x, √2σ) − x)/(2σ²)."""
+    sigma = torch.tensor(s)
+    paas_score = paas(prior, x, sigma, cond, None, g, num_noise=num_noise) / s
+    score_sqrt2 = (prior.D(x, math.sqrt(2) * sigma, cond) - x) / (2 * s * s)
+    return paas_score, score_sqrt2
+
+
 def test_sqrt2_sigma_identity_single_image():
     """For one training image y, PAAS(x, σ) = (y − x)/σ² = 2 · score of p at √2σ, exactly."""
     g = torch.Generator().manual_seed(1)
@@ -40,9 +48,7 @@ def test_sqrt2_sigma_identity_single_image():
     cond = prior.cond("anything")
     x = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
     for s in (0.1, 0.5, 2.0):
-        sigma = torch.tensor(s)
-        paas_score = paas(prior, x, sigma, cond, None, g, num_noise=4) / s   # ×1/σ: back to the score scale
-        score_sqrt2 = (prior.D(x, math.sqrt(2) * sigma, cond) - x) / (2 * s * s)
+        paas_score, score_sqrt2 = paas_vs_sqrt2_score(prior, x, s, cond, g, 4)
         ratio = (paas_score.norm() / score_sqrt2.norm()).item()
         assert ratio == pytest.approx(2.0, abs=1e-5)
         assert cosine(paas_score, score_sqrt2) > 0.999999
@@ -55,11 +61,9 @@ def test_sqrt2_sigma_direction_many_images():
     cond = prior.cond("set")
     g = torch.Generator().manual_seed(2)
     for s in (0.1, 0.3, 1.0):
-        sigma = torch.tensor(s)
         for i in (0, 100, 200):
             x = imgs[i:i + 1] + 0.3 * torch.randn(1, 3, 8, 8, generator=g)
-            paas_score = paas(prior, x, sigma, cond, None, g, num_noise=20000) / s
-            score_sqrt2 = (prior.D(x, math.sqrt(2) * sigma, cond) - x) / (2 * s * s)
+            paas_score, score_sqrt2 = paas_vs_sqrt2_score(prior, x, s, cond, g, 20000)
             assert cosine(paas_score, score_sqrt2) > 0.95, (s, i)
             assert 1.8 < (paas_score.norm() / score_sqrt2.norm()).item() < 2.2
 
