@@ -45,10 +45,10 @@ def _upscale(arr: np.ndarray, scale: int) -> np.ndarray:
     return arr if scale == 1 else arr.repeat(scale, axis=-3).repeat(scale, axis=-2)
 
 
-def save_image(path, img: torch.Tensor, scale: int = 1) -> Path:
-    """Write a (C,H,W) image or (B,C,H,W) batch (as a grid) in [-1,1] to a PNG, upscaled by `scale`."""
+def save_image(path, img: torch.Tensor, scale: int = 1, ncol: int | None = None) -> Path:
+    """Write a (C,H,W) image or (B,C,H,W) batch (as a grid, `ncol` wide) in [-1,1] to a PNG, upscaled by `scale`."""
     path = Path(path)
-    arr = image_grid(img) if img.dim() == 4 else to_uint8(img)
+    arr = image_grid(img, ncol) if img.dim() == 4 else to_uint8(img)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(_upscale(arr, int(scale))).save(path, format="PNG")
     return path
@@ -110,6 +110,7 @@ def extract_mesh(density, level: float, colour_fn=None) -> trimesh.Trimesh:
     # (k, j, i) padded index coords -> world (x, y, z). This axis reversal mirrors the mesh,
     # which turns skimage's winding into outward-facing normals, so `faces` is kept as is.
     verts = -1.0 + 2.0 * (verts[:, ::-1] - 1.0) / (n - 1)
+    verts = np.clip(verts, -1.0, 1.0)   # a solid touching the box is capped on the box face, not a voxel beyond
     mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
     if colour_fn is not None:
         with torch.no_grad():
