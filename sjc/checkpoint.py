@@ -55,7 +55,9 @@ def load_checkpoint(path: Path, field, optimizer: torch.optim.Optimizer, generat
     """Restore field, optimiser and RNG state in place; return the step to continue from."""
     tensors, meta = read_checkpoint(path)
     try:
-        field.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("field.")})
+        fstate = {k[6:]: v for k, v in tensors.items() if k.startswith("field.")}
+        fstate.setdefault("occupancy", torch.ones_like(field.occupancy))   # checkpoints from before the fast renderer
+        field.load_state_dict(fstate)
         state: dict[int, dict] = {}
         for k, v in tensors.items():
             if k.startswith("optim."):

@@ -32,6 +32,8 @@ class VoxelField(nn.Module):
         self.d_scale = nn.Parameter(torch.zeros((), device=device))
         bg = inverse_colour(background_init, pixel_space)
         self.background_raw = nn.Parameter(torch.full((1, channels, 4, 4), bg, device=device))
+        # Cells the fast renderer samples (refreshed from the density every few steps; saved in checkpoints).
+        self.register_buffer("occupancy", torch.ones(n, n, n, dtype=torch.bool, device=device))
 
     @property
     def grid_size(self) -> int:
@@ -78,6 +80,20 @@ class VoxelField(nn.Module):
         """Density at the voxel centres, (N, N, N) indexed [z, y, x]."""
         return self.activate_density(self.density_raw[0, 0])
 
+    @torch.no_grad()
+    def refresh_occupancy(self, threshold: float) -> None:
+        """Mark the cells whose trilinear neighbourhood is denser than `threshold` (see render.occupancy_from_density)."""
+        from .render import occupancy_from_density
+        self.occupancy.copy_(occupancy_from_density(self.density_grid(), threshold))
+
+    def occupancy_grid(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fine, coarse) occupancy the fast renderer skips by, as last refreshed (all cells at creation)."""
+        key = (self.occupancy.data_ptr(), self.occupancy._version)
+        if getattr(self, "_coarse_key", None) != key:
+            from .render import coarse_occupancy
+            self._coarse, self._coarse_key = coarse_occupancy(self.occupancy), key
+        return self.occupancy, self._coarse
+
     def colour_at(self, pts: torch.Tensor) -> torch.Tensor:
         """Colour at world points, for mesh vertices (no grad)."""
         with torch.no_grad():
@@ -95,3 +111,4 @@ class VoxelField(nn.Module):
             old = getattr(self, name)
             new = F.interpolate(old.data, size=(grid_size,) * 3, mode="trilinear", align_corners=True)
             setattr(self, name, nn.Parameter(new))
+        self.occupancy = torch.ones((grid_size,) * 3, dtype=torch.bool, device=self.occupancy.device)

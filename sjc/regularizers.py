@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 
 
-def emptiness_loss(weights: torch.Tensor, valid: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
-    """Mean over ray samples of log(1 + scale·w): favours empty space, cheap on already-opaque samples."""
-    return (torch.log1p(scale * weights) * valid).sum() / valid.sum().clamp_min(1)
+def emptiness_loss(weights: torch.Tensor, n_samples: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
+    """Mean over the ray samples inside the box of log(1 + scale·w); `weights` may omit samples whose w is 0."""
+    return torch.log1p(scale * weights).sum() / n_samples.clamp_min(1)
 
 
 def emptiness_weight(base: float, step: int, switch_step: int, mult: float) -> float:

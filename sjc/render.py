@@ -1,4 +1,4 @@
-"""Differentiable volume rendering as pure tensor functions, and the dense reference renderer."""
+"""Differentiable volume rendering as pure tensor functions: the dense reference, the packed and the fast renderer."""
 from __future__ import annotations
 
 import math
@@ -32,14 +32,26 @@ def compositing_weights(density: torch.Tensor, delta: float | torch.Tensor) -> t
     return (1.0 - torch.exp(-tau)) * trans
 
 
+def segment_exclusive_cumsum(x: torch.Tensor, ray_idx: torch.Tensor, n_rays: int) -> torch.Tensor:
+    """Σ of the earlier entries of the same ray for packed samples (P,) sorted by ray; float64 inside."""
+    cs = torch.cumsum(x.double(), 0) - x.double()                  # exclusive, over all rays
+    counts = torch.bincount(ray_idx, minlength=n_rays)
+    first = torch.cumsum(counts, 0) - counts                       # index of each ray's first sample
+    return (cs - cs[first.clamp_max(max(x.shape[0] - 1, 0))][ray_idx]).to(x.dtype)
+
+
 @dataclass
 class RenderOutput:
-    """A rendered batch: image (B, C, H, W), opacity and depth (B, 1, H, W), per-sample weights (R, S)."""
+    """A rendered batch: image (B, C, H, W), opacity and depth (B, 1, H, W), per-sample weights and their count.
+
+    weights holds every sample's w (dense: (R, S), zero outside the box; packed: only the evaluated
+    samples); n_samples counts the samples inside the box, the emptiness loss's denominator.
+    """
     image: torch.Tensor
     opacity: torch.Tensor
     depth: torch.Tensor
     weights: torch.Tensor
-    valid: torch.Tensor
+    n_samples: torch.Tensor
 
 
 def sample_step(grid_size: int, step_ratio: float) -> float:
@@ -71,10 +83,128 @@ def dense_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weig
         rgb = rgb.index_add(0, ray_idx, w[ray_idx, smp_idx, None] * col)
     opacity = w.sum(-1)
     depth = (w * t).sum(-1) + (1 - opacity) * far_depth
-    return rgb, opacity, depth, w, valid
+    return rgb, opacity, depth, w, valid.sum()
 
 
-RENDERERS = {"dense": dense_render_rays}   # names listed in config.RENDERER_NAMES
+@torch.no_grad()
+def occupancy_from_density(density: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Cells whose 3×3×3 neighbourhood holds a voxel denser than `threshold`: (N, N, N) bool, [z, y, x].
+
+    Dilating by one voxel covers the 8 corners a trilinear lookup reads, so a sample in an empty cell
+    has density ≤ threshold exactly, and skipping it changes a ray's transmittance by at most a factor
+    exp(−threshold · its length inside empty cells).
+    """
+    pooled = torch.nn.functional.max_pool3d(density[None, None], 3, stride=1, padding=1)[0, 0]
+    return pooled > threshold
+
+
+COARSE_BLOCK = 4   # voxels per side of a coarse occupancy cell (the first, cheap skipping pass)
+
+
+@torch.no_grad()
+def coarse_occupancy(fine: torch.Tensor, block: int = COARSE_BLOCK) -> torch.Tensor:
+    """Blocks of block³ cells holding any occupied cell, dilated by one block: (⌈N/block⌉,)³ bool."""
+    pooled = torch.nn.functional.max_pool3d(fine[None, None].float(), block, stride=block, ceil_mode=True)
+    return torch.nn.functional.max_pool3d(pooled, 3, stride=1, padding=1)[0, 0] > 0
+
+
+def _cells(p: torch.Tensor, n: int, scale: float) -> torch.Tensor:
+    """Flat [z, y, x] index of the cell of size `scale` voxels holding each world point (..., 3)."""
+    c = ((p + 1) * (0.5 * (n - 1) / scale) + (0.5 if scale == 1 else 0.0)).long().clamp_(0, math.ceil(n / scale) - 1)
+    m = math.ceil(n / scale)
+    return (c[..., 2] * m + c[..., 1]) * m + c[..., 0]
+
+
+@torch.no_grad()
+def occupied_samples(o, d, t_near, t_far, step: float, n_samples: int, fine: torch.Tensor | None,
+                     coarse: torch.Tensor | None):
+    """The dense renderer's samples that lie in the box and in occupied cells, packed and sorted by ray.
+
+    Two passes: one candidate per segment of k samples (k·step ≤ one coarse block) against the dilated
+    coarse grid, then each surviving sample against the fine grid. Returns (ray index (P,), distance t (P,),
+    point (P, 3), number of samples inside the box).
+    """
+    n_in = ((t_far - t_near) / step - 0.5).ceil().clamp_(0, n_samples).long()     # samples with t < t_far
+    n_valid = n_in.sum()
+    if fine is None or bool(coarse.all()):
+        ray_idx, smp_idx = (torch.arange(n_samples, device=o.device)[None] < n_in[:, None]).nonzero(as_tuple=True)
+        t = t_near[ray_idx] + (smp_idx + 0.5) * step
+        pts = torch.addcmul(o[ray_idx], t[:, None], d[ray_idx])
+        if fine is None:
+            return ray_idx, t, pts, n_valid
+    else:
+        n = fine.shape[-1]
+        k = max(1, int(COARSE_BLOCK * 2.0 / (n - 1) / step))
+        n_seg = math.ceil(n_samples / k)
+        seg = torch.arange(n_seg, device=o.device)
+        seg_pts = o[:, None, :] + (t_near[:, None] + (seg * k + k / 2) * step)[..., None] * d[:, None, :]
+        seg_ok = coarse.reshape(-1)[_cells(seg_pts, n, COARSE_BLOCK)] & (seg[None] * k < n_in[:, None])
+        ray_idx, seg_idx = seg_ok.nonzero(as_tuple=True)
+        ray_idx = ray_idx.repeat_interleave(k)
+        smp_idx = (seg_idx[:, None] * k + torch.arange(k, device=o.device)).reshape(-1)
+        inside = (smp_idx < n_in[ray_idx]).nonzero(as_tuple=True)[0]
+        ray_idx, smp_idx = ray_idx[inside], smp_idx[inside]
+        t = t_near[ray_idx] + (smp_idx + 0.5) * step
+        pts = torch.addcmul(o[ray_idx], t[:, None], d[ray_idx])
+    ok = fine.reshape(-1)[_cells(pts, fine.shape[-1], 1)].nonzero(as_tuple=True)[0]
+    return ray_idx[ok], t[ok], pts[ok], n_valid
+
+
+EARLY_STOP_TRANSMITTANCE = 1e-4   # samples behind this much opacity are dropped (their w sums to less)
+
+
+def packed_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weight_threshold: float = 1e-4,
+                       far_depth: float = 10.0, occupancy: tuple | None = None, early_stop: bool = True):
+    """The fast renderer: the dense renderer's samples, but only those inside the box and in occupied cells.
+
+    Samples are packed (no padding), composited per ray with a segmented cumulative sum, and colour is
+    looked up only where w > threshold. Early ray termination: a gradient-free density pass finds where
+    the transmittance falls below EARLY_STOP_TRANSMITTANCE, and the differentiable pass stops there.
+    With every cell occupied (the initial field) it is the dense renderer itself.
+    """
+    fine, coarse = occupancy if occupancy is not None else (None, None)
+    if fine is None or bool(coarse.all()):
+        return dense_render_rays(field, o, d, step, weight_threshold, far_depth)
+    n_rays = o.shape[0]
+    t_near, t_far = ray_box_intersect(o, d)
+    n_samples = int(math.ceil(2 * math.sqrt(3) / step)) + 1
+    ray_idx, t, pts, n_valid = occupied_samples(o, d, t_near, t_far, step, n_samples, fine, coarse)
+    if early_stop:
+        with torch.no_grad():
+            tau0 = field.density(pts) * step
+            alive = (segment_exclusive_cumsum(tau0, ray_idx, n_rays) < -math.log(EARLY_STOP_TRANSMITTANCE))
+            alive = alive.nonzero(as_tuple=True)[0]
+        ray_idx, t, pts = ray_idx[alive], t[alive], pts[alive]
+    tau = field.density(pts) * step
+    trans = torch.exp(-segment_exclusive_cumsum(tau, ray_idx, n_rays))
+    w = (1.0 - torch.exp(-tau)) * trans
+    keep = (w > weight_threshold).detach().nonzero(as_tuple=True)[0]
+    col = field.colour(pts[keep])
+    rgb = torch.zeros(n_rays, col.shape[1], device=o.device, dtype=col.dtype).index_add(0, ray_idx[keep], w[keep, None] * col)
+    opacity = torch.zeros(n_rays, device=o.device, dtype=w.dtype).index_add(0, ray_idx, w)
+    depth = torch.zeros_like(opacity).index_add(0, ray_idx, w * t) + (1 - opacity) * far_depth
+    return rgb, opacity, depth, w, n_valid
+
+
+def fast_render_rays(field, o, d, step, weight_threshold=1e-4, far_depth=10.0, occupancy=None):
+    """The fastest renderer here: on CPU the fused C++ kernel (else the packed one); on CUDA the dense one,
+    whose step has no host synchronisation (packing needs nonzero(), which waits for the GPU)."""
+    if o.device.type != "cpu":
+        return dense_render_rays(field, o, d, step, weight_threshold, far_depth)
+    from . import fused
+    if o.dtype == torch.float32 and fused.available():
+        return fused.fused_render_rays(field, o, d, step, weight_threshold, far_depth, occupancy)
+    return packed_render_rays(field, o, d, step, weight_threshold, far_depth, occupancy)
+
+
+def _fused(field, o, d, step, weight_threshold=1e-4, far_depth=10.0, occupancy=None):
+    from .fused import fused_render_rays
+    return fused_render_rays(field, o, d, step, weight_threshold, far_depth, occupancy)
+
+
+# names listed in config.RENDERER_NAMES; "fast" picks fused or packed
+RENDERERS = {"fast": fast_render_rays, "fused": _fused, "packed": packed_render_rays, "dense": dense_render_rays}
+OCCUPANCY_RENDERERS = ("fast", "fused", "packed")
 
 
 def render(field, cams: Cameras, height: int, width: int, step_ratio: float = 0.5, weight_threshold: float = 1e-4,
@@ -84,15 +214,21 @@ def render(field, cams: Cameras, height: int, width: int, step_ratio: float = 0.
     b, hs, ws, _ = o.shape
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     fn = RENDERERS[renderer]
+    kw = {"occupancy": field.occupancy_grid()} if renderer in OCCUPANCY_RENDERERS else {}
     step = sample_step(field.grid_size, step_ratio)
     chunk = chunk or o.shape[0]
-    outs = [fn(field, o[i:i + chunk], d[i:i + chunk], step, weight_threshold, far_depth)
+    outs = [fn(field, o[i:i + chunk], d[i:i + chunk], step, weight_threshold, far_depth, **kw)
             for i in range(0, o.shape[0], chunk)]
-    rgb, opacity, depth, w, valid = outs[0] if len(outs) == 1 else (torch.cat(x, 0) for x in zip(*outs))
+    if len(outs) == 1:
+        rgb, opacity, depth, w, n_valid = outs[0]
+    else:
+        rgb, opacity, depth = (torch.cat(x, 0) for x in list(zip(*outs))[:3])
+        w = torch.cat([x[3].reshape(-1) for x in outs])
+        n_valid = sum(x[4] for x in outs)
     image = rgb + (1 - opacity)[:, None] * field.background(d)
 
     def to_img(x):
         x = x.view(b, hs, ws, -1).permute(0, 3, 1, 2)
         return torch.nn.functional.avg_pool2d(x, subpixel) if subpixel > 1 else x
 
-    return RenderOutput(to_img(image), to_img(opacity[:, None]), to_img(depth[:, None]), w, valid)
+    return RenderOutput(to_img(image), to_img(opacity[:, None]), to_img(depth[:, None]), w, n_valid)

@@ -92,7 +92,7 @@ def test_constant_density_opacity_and_background():
     # Centre ray crosses the box along z over length 2: opacity = 1 − exp(−σ·n·δ) for the valid samples.
     sigma0 = torch.nn.functional.softplus(torch.tensor(-1.0)).item()
     step = sample_step(8, 0.5)
-    n_valid = out.valid.view(3, 3, -1)[1, 1].sum().item()
+    n_valid = (out.weights.view(3, 3, -1)[1, 1] > 0).sum().item()
     assert out.opacity[0, 0, 1, 1].item() == pytest.approx(1 - math.exp(-sigma0 * step * n_valid), rel=1e-5)
     assert n_valid * step == pytest.approx(2.0, abs=step)
     # Grey field (colour 0) over a white background: image = 1 − opacity.
@@ -126,8 +126,8 @@ def test_subpixel_render_averages_finer_rays():
 def test_emptiness_loss_and_schedule():
     w = torch.tensor([[0.0, 0.5, 0.0]])
     valid = torch.tensor([[True, True, False]])
-    assert emptiness_loss(w, valid, 10.0).item() == pytest.approx(math.log(6.0) / 2)
-    assert emptiness_loss(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool)).item() == 0.0
+    assert emptiness_loss(w * valid, valid.sum(), 10.0).item() == pytest.approx(math.log(6.0) / 2)
+    assert emptiness_loss(torch.zeros(2, 3), torch.tensor(6)).item() == 0.0
     assert emptiness_weight(2.0, 49, 50, 20.0) == 2.0
     assert emptiness_weight(2.0, 50, 50, 20.0) == 40.0
 
