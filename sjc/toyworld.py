@@ -172,25 +172,43 @@ def normals(obj: ToyObject, p: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
 
 
 @torch.no_grad()
-def render_truth(obj: ToyObject, cams: Cameras, height: int, width: int, supersample: int = 2,
-                 chunk: int = 1 << 16) -> torch.Tensor:
-    """Analytic render of the object (B, 3, H, W) in [-1, 1]: Lambert + ambient, white background."""
+def render_coverage(shape: str, cams: Cameras, height: int, width: int, supersample: int = 2,
+                    chunk: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colour-free render of a shape: (shaded coverage, background coverage), each (B, 1, H, W) in [0, 1].
+
+    Any colour's image is linear in these two: rgb = albedo · shaded + BACKGROUND · background.
+    """
+    obj = ToyObject(shape, "gray")
     o, d = camera_rays(cams, height, width, supersample)
-    shape = o.shape[:-1]
+    shape_ = o.shape[:-1]
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     light = torch.tensor(LIGHT_DIR, device=o.device)
     light = light / light.norm()
-    albedo = torch.tensor(obj.albedo, device=o.device)
-    out = torch.full((o.shape[0], 3), BACKGROUND, device=o.device)
+    shaded = torch.zeros(o.shape[0], device=o.device)
+    bg = torch.ones(o.shape[0], device=o.device)
     for i in range(0, o.shape[0], chunk):
         oc, dc = o[i:i + chunk], d[i:i + chunk]
         hit, t = trace(obj, oc, dc)
         p = oc[hit] + t[hit, None] * dc[hit]
-        shade = AMBIENT + (1 - AMBIENT) * (normals(obj, p) @ light).clamp_min(0)
-        out[i:i + chunk][hit] = albedo * shade[:, None]
-    img = out.view(*shape, 3).permute(0, 3, 1, 2)
-    img = torch.nn.functional.avg_pool2d(img, supersample) if supersample > 1 else img
-    return img * 2 - 1
+        shaded[i:i + chunk][hit] = AMBIENT + (1 - AMBIENT) * (normals(obj, p) @ light).clamp_min(0)
+        bg[i:i + chunk][hit] = 0.0
+    out = torch.stack([shaded, bg], -1).view(*shape_, 2).permute(0, 3, 1, 2)
+    out = torch.nn.functional.avg_pool2d(out, supersample) if supersample > 1 else out
+    return out[:, :1], out[:, 1:]
+
+
+def colourise(shaded: torch.Tensor, background: torch.Tensor, albedo: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] from a coverage render and albedos (B, 3) (or one (3,) for all)."""
+    albedo = albedo.view(-1, 3, 1, 1)
+    return (albedo * shaded + BACKGROUND * background) * 2 - 1
+
+
+@torch.no_grad()
+def render_truth(obj: ToyObject, cams: Cameras, height: int, width: int, supersample: int = 2,
+                 chunk: int = 1 << 16) -> torch.Tensor:
+    """Analytic render of the object (B, 3, H, W) in [-1, 1]: Lambert + ambient, white background."""
+    shaded, bg = render_coverage(obj.shape, cams, height, width, supersample, chunk)
+    return colourise(shaded, bg, torch.tensor(obj.albedo, device=shaded.device))
 
 
 def voxel_centres(n: int, device="cpu") -> torch.Tensor:

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from sjc.cli import main
 
-TINY = ["--grid-size", "12", "--resolution", "8", "--ckpt-every", "10", "--preview-every", "1000",
+TINY = ["--prior", "closed-form", "--grid-size", "12", "--resolution", "8", "--ckpt-every", "10", "--preview-every", "1000",
         "--video-frames", "4", "--quiet"]
 NO_OUTPUTS = ["--no-video", "--no-mesh"]
 MESH_STEPS = 100   # measured: grid 12, res 8, 100 steps gives a meshable sphere for seeds 0-4 (seed 0 used)

@@ -139,7 +139,7 @@ def test_unet2d_vp_and_ve(tiny):
 
 def test_prior_detection(tiny):
     cfg = RunConfig(prompt="x")
-    assert prior_name(cfg) == "closed-form"
+    assert prior_name(cfg) == "toy"
     for key, name in (("sd", "sd"), ("ddpm", "unet2d"), ("ve", "unet2d")):
         cfg.model.model = str(tiny[key])
         assert prior_name(cfg) == name

@@ -118,7 +118,7 @@ def test_sigma_tables_and_sampling():
 
 def test_unknown_prior_is_a_clear_error():
     from sjc.config import RunConfig
-    with pytest.raises(SJCError, match="unknown prior 'nope'; available: closed-form, sd, unet2d"):
+    with pytest.raises(SJCError, match="unknown prior 'nope'; available: toy, closed-form, sd, unet2d"):
         load_prior(RunConfig(prompt="a red cube", prior="nope"))
 
 

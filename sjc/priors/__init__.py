@@ -5,9 +5,9 @@ from ..errors import SJCError
 from .base import Prior, train_sigmas
 from .closed_form import ClosedFormPrior
 
-DEFAULT_PRIOR = "closed-form"
-PRIORS = ("closed-form", "sd", "unet2d")
-PIPELINE_PRIORS = {"StableDiffusionPipeline": "sd", "DDPMPipeline": "unet2d", "DDIMPipeline": "unet2d",
+DEFAULT_PRIOR = "toy"
+PRIORS = ("toy", "closed-form", "sd", "unet2d")
+PIPELINE_PRIORS = {"ToyWorldPipeline": "toy", "StableDiffusionPipeline": "sd", "DDPMPipeline": "unet2d", "DDIMPipeline": "unet2d",
                    "ScoreSdeVePipeline": "unet2d"}
 
 
@@ -38,9 +38,12 @@ def load_prior(cfg, device="cpu") -> Prior:
     name = prior_name(cfg)
     if name == "closed-form":
         return ClosedFormPrior(resolution=cfg.render.resolution or 32, device=device)
+    m = cfg.model
+    if name == "toy":   # the shipped learned prior unless --model names another pixel-space text U-Net
+        from .text_unet import PixelTextPrior
+        return PixelTextPrior(m.model, device, half=m.half)
     if not cfg.model.model:
         raise SJCError(f"prior {name!r} needs weights: pass --model <diffusers folder, cached Hub id or .safetensors>")
-    m = cfg.model
     if name == "sd":
         from .stable_diffusion import StableDiffusionPrior
         return StableDiffusionPrior(m.model, device, m.model_config, m.half, m.attention_slicing, m.offload,

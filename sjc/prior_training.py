@@ -1,0 +1,382 @@
+"""Training the built-in learned prior: a small text-conditioned pixel diffusion model of the toy world.
+
+The model is a diffusers UNet2DConditionModel with a 2-layer CLIP text encoder and a word-level CLIP
+tokenizer, trained with denoising score matching (v-prediction) on DDPM's linear VP schedule, with
+prompt dropout for classifier-free guidance. Captions are "a red cube" or "front view of a red cube".
+A fixed set of (shape, colour) combinations is held out of training entirely (HELD_OUT).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from . import toyworld
+from .atomic import atomic_path
+from .cameras import OVERHEAD_ELEVATION, VIEW_LABELS, orbit_cameras, view_prefix
+from .errors import SJCError
+
+# One combination per shape, every one in a different colour; all other 63 combinations are trained.
+HELD_OUT: tuple[tuple[str, str], ...] = (
+    ("sphere", "purple"), ("cube", "green"), ("cylinder", "red"), ("cone", "cyan"),
+    ("torus", "yellow"), ("cube_with_ball", "pink"), ("mug", "orange"),
+)
+SHAPE_NAMES = list(toyworld.SHAPES)
+COLOUR_NAMES = list(toyworld.COLOURS)
+
+
+def training_pairs() -> list[tuple[int, int]]:
+    """(shape index, colour index) of every trained combination."""
+    return [(s, c) for s, sn in enumerate(SHAPE_NAMES) for c, cn in enumerate(COLOUR_NAMES) if (sn, cn) not in HELD_OUT]
+
+
+def captions(shape: str, colour: str) -> list[str]:
+    """The plain caption, then one per view label in VIEW_LABELS order."""
+    base = toyworld.ToyObject(shape, colour).caption
+    return [base] + [view_prefix(v) + base for v in VIEW_LABELS]
+
+
+# ----------------------------------------------------------------------------------------- dataset
+@dataclass
+class DatasetConfig:
+    """Rendered views per shape; colours are applied at training time (images are linear in albedo)."""
+    views: int = 2000          # random cameras per shape
+    resolution: int = 32
+    fov_min: float = 45.0
+    fov_max: float = 60.0
+    elev_min: float = -6.0
+    elev_max: float = 90.0
+    radius: float = 1.5
+    seed: int = 0
+
+
+def build_dataset(cfg: DatasetConfig, out: Path, progress: bool = True) -> Path:
+    """Render every shape from `views` random training cameras → out/dataset.pt (coverage maps + cameras)."""
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(cfg.seed)
+    shaded, bg, az, el, fov = [], [], [], [], []
+    for shape in tqdm(SHAPE_NAMES, desc="rendering shapes", disable=not progress):
+        u = torch.rand(3, cfg.views, generator=g)
+        a = 360.0 * u[0]
+        s_lo, s_hi = math.sin(math.radians(cfg.elev_min)), math.sin(math.radians(cfg.elev_max))
+        e = torch.rad2deg(torch.asin(s_lo + (s_hi - s_lo) * u[1]))
+        f = cfg.fov_min + (cfg.fov_max - cfg.fov_min) * u[2]
+        cams = orbit_cameras(a, e, f, cfg.radius)
+        sh, b = [], []
+        for i in range(0, cfg.views, 250):
+            s_, b_ = toyworld.render_coverage(shape, cams[i:i + 250], cfg.resolution, cfg.resolution)
+            sh.append(s_)
+            b.append(b_)
+        shaded.append(torch.cat(sh).half())
+        bg.append(torch.cat(b).half())
+        az.append(a)
+        el.append(e)
+        fov.append(f)
+    data = {"shaded": torch.stack(shaded), "background": torch.stack(bg), "azimuth": torch.stack(az),
+            "elevation": torch.stack(el), "fov": torch.stack(fov)}
+    path = out / "dataset.pt"
+    with atomic_path(path) as tmp:
+        torch.save({**data, "config": asdict(cfg), "shapes": SHAPE_NAMES}, tmp)
+    return path
+
+
+def load_dataset(path: Path) -> dict:
+    """A dataset written by build_dataset (a folder or the .pt file)."""
+    path = Path(path)
+    path = path / "dataset.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise SJCError(f"no toy-world dataset at {path}: build one with `sjc prior dataset --out {path.parent}`")
+    try:
+        data = torch.load(path, weights_only=True)
+    except Exception as e:
+        raise SJCError(f"{path} is not a readable sjc dataset ({type(e).__name__}); rebuild it with `sjc prior dataset`") from None
+    if data.get("shapes") != SHAPE_NAMES:
+        raise SJCError(f"{path} was built for other shapes; rebuild it with `sjc prior dataset`")
+    return data
+
+
+# ------------------------------------------------------------------------------------------ model
+def word_tokenizer(folder: Path, max_length: int = 16):
+    """A CLIP BPE tokenizer whose merges spell every toy-world word as one token (characters as fallback)."""
+    from transformers import CLIPTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = sorted({w for s in SHAPE_NAMES for c in COLOUR_NAMES for cap in captions(s, c) for w in cap.split()})
+    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,'-")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    merges: list[tuple[str, str]] = []
+    for w in words + ["an"]:   # add merges until BPE spells the word as one token (earlier words stay whole)
+        parts = list(w[:-1]) + [w[-1] + "</w>"]
+        while len(parts) > 1:
+            ranks = [merges.index(p) if p in merges else len(merges) for p in zip(parts, parts[1:])]
+            i = min(range(len(ranks)), key=ranks.__getitem__)
+            if ranks[i] == len(merges):
+                merges.append((parts[i], parts[i + 1]))
+                vocab.setdefault(parts[i] + parts[i + 1], len(vocab))
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length,
+                         pad_token="<|endoftext|>")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the learned toy prior."""
+    resolution: int = 32
+    channels: tuple = (32, 64, 128)   # U-Net block widths (cross-attention in the lowest-resolution blocks)
+    text_width: int = 64
+    text_layers: int = 2
+    prediction_type: str = "v_prediction"
+
+
+def build_model(cfg: ModelConfig, tok_folder: Path, seed: int = 0):
+    """(unet, text_encoder, tokenizer, scheduler), randomly initialised."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = word_tokenizer(tok_folder)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.text_width, intermediate_size=2 * cfg.text_width,
+        num_hidden_layers=cfg.text_layers, num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    n = len(cfg.channels)
+    unet = UNet2DConditionModel(
+        sample_size=cfg.resolution, in_channels=3, out_channels=3, block_out_channels=tuple(cfg.channels),
+        layers_per_block=1, down_block_types=("DownBlock2D",) * (n - 1) + ("CrossAttnDownBlock2D",),
+        up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (n - 1), cross_attention_dim=cfg.text_width,
+        attention_head_dim=8, norm_num_groups=32)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                              prediction_type=cfg.prediction_type, clip_sample=False)
+    return unet, text_encoder, tokenizer, scheduler
+
+
+def save_pipeline(folder: Path, unet, text_encoder, tokenizer, scheduler) -> Path:
+    """Write a diffusers-format folder (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json), atomically."""
+    import shutil
+    import tempfile
+
+    import diffusers
+
+    from .priors.loading import offline
+
+    offline()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.sjc-tmp", dir=folder.parent))
+    try:
+        unet.save_pretrained(tmp / "unet")
+        text_encoder.save_pretrained(tmp / "text_encoder")
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        scheduler.save_pretrained(tmp / "scheduler")
+        index = {"_class_name": "ToyWorldPipeline", "_diffusers_version": diffusers.__version__,
+                 "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
+                 "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDPMScheduler"]}
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+# --------------------------------------------------------------------------------------- training
+@dataclass
+class TrainConfig:
+    """Denoising score matching on the toy world."""
+    steps: int = 3000
+    batch: int = 64
+    lr: float = 5e-4
+    warmup: int = 200
+    ema_decay: float = 0.999
+    cond_dropout: float = 0.1     # share of empty captions (classifier-free guidance)
+    view_caption: float = 0.5     # share of the remaining captions with a view prefix
+    checkpoint_every: int = 250
+    sample_every: int = 1000
+    seed: int = 0
+    threads: int = 0              # torch CPU threads (0: torch's default)
+
+
+class CaptionTable:
+    """Every caption tokenised once: row = pair·5 + variant (0 plain, 1.. views), last row the empty caption."""
+
+    def __init__(self, tokenizer):
+        rows = [cap for s in SHAPE_NAMES for c in COLOUR_NAMES for cap in captions(s, c)] + [""]
+        self.ids = tokenizer(rows, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                             return_tensors="pt").input_ids
+        self.empty = len(rows) - 1
+
+    @staticmethod
+    def row(shape: torch.Tensor, colour: torch.Tensor, variant: torch.Tensor) -> torch.Tensor:
+        return (shape * len(COLOUR_NAMES) + colour) * (1 + len(VIEW_LABELS)) + variant
+
+
+def view_index(azimuth: torch.Tensor, elevation: torch.Tensor) -> torch.Tensor:
+    """Index into VIEW_LABELS of each camera (vectorised view_label)."""
+    quadrant = torch.floor(torch.remainder(azimuth + 45.0, 360.0) / 90.0).long()
+    side = torch.tensor([0, 1, 2, 1])[quadrant.clamp(0, 3)]
+    return torch.where(elevation > OVERHEAD_ELEVATION, torch.full_like(side, VIEW_LABELS.index("overhead")), side)
+
+
+def sample_batch(data: dict, pairs: torch.Tensor, table: CaptionTable, cfg: TrainConfig, g: torch.Generator):
+    """A training batch: images (B, 3, H, W) in [-1, 1] and caption token ids (B, L)."""
+    b = cfg.batch
+    p = pairs[torch.randint(len(pairs), (b,), generator=g)]
+    v = torch.randint(data["shaded"].shape[1], (b,), generator=g)
+    s, c = p[:, 0], p[:, 1]
+    albedo = torch.tensor(list(toyworld.COLOURS.values()))[c]
+    img = toyworld.colourise(data["shaded"][s, v].float(), data["background"][s, v].float(), albedo)
+    u = torch.rand(2, b, generator=g)
+    variant = torch.where(u[1] < cfg.view_caption, 1 + view_index(data["azimuth"][s, v], data["elevation"][s, v]), 0)
+    rows = torch.where(u[0] < cfg.cond_dropout, table.empty, table.row(s, c, variant))
+    return img, table.ids[rows]
+
+
+def dsm_loss(unet, text_encoder, scheduler, x0, ids, g: torch.Generator) -> torch.Tensor:
+    """Denoising score matching at uniform timesteps, on the model's prediction target (ε or v)."""
+    t = torch.randint(scheduler.config.num_train_timesteps, (x0.shape[0],), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    x_t = scheduler.add_noise(x0, noise, t)
+    target = scheduler.get_velocity(x0, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
+    emb = text_encoder(ids)[0]
+    return torch.nn.functional.mse_loss(unet(x_t, t, encoder_hidden_states=emb).sample, target)
+
+
+SAMPLE_PROMPTS = ["a blue sphere", "a red cube", "a green torus", "front view of a gray mug",
+                  "a purple sphere", "a green cube", "a pink cube with a ball on its front", "side view of an orange mug"]
+
+
+def write_samples(path: Path, unet, text_encoder, tokenizer, scheduler, steps: int = 20, seed: int = 0) -> Path:
+    """A grid of Heun samples (one per SAMPLE_PROMPTS entry; the last four are held out)."""
+    from .export import save_image
+    from .priors.text_unet import PixelTextPrior
+    from .sample2d import heun_sample
+
+    prior = PixelTextPrior(components=(unet, None, text_encoder, tokenizer, scheduler))
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.cat([heun_sample(prior, 1, steps, 0.02, 80.0, p, None, g) for p in SAMPLE_PROMPTS])
+    return save_image(path, imgs, scale=2, ncol=len(SAMPLE_PROMPTS) // 2)
+
+
+# Settings a resumed run may change (a new --steps reshapes the rest of the cosine learning-rate decay).
+def plot_loss(csv_path: Path, png_path: Path) -> Optional[Path]:
+    """The loss curve (log scale) as a PNG, if matplotlib is installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = list(csv.DictReader(open(csv_path)))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("step (batch of 64)")
+    ax.set_ylabel("v-prediction MSE (mean of 10 steps)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    return png_path
+
+
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "threads")
+
+
+def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optional[ModelConfig] = None,
+                progress: bool = True, stop_after: Optional[int] = None) -> Optional[Path]:
+    """Train (or resume) the toy prior in `out`; writes state.pt, loss.csv, samples/, and the EMA model in model/.
+
+    stop_after: end this call after that many steps (checkpointed; run again to continue). Returns the
+    model folder, or None when stopped early.
+    """
+    from tqdm import tqdm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(data_path)
+    model_cfg = model_cfg or ModelConfig(resolution=data["shaded"].shape[-1])
+    unet, text_encoder, tokenizer, scheduler = build_model(model_cfg, out / "tokenizer", cfg.seed)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / cfg.warmup)
+                                              * 0.5 * (1 + math.cos(math.pi * min(i, cfg.steps) / cfg.steps)))
+    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    g = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    state_path = out / "state.pt"
+    if state_path.exists():
+        st = torch.load(state_path, weights_only=False)
+        same = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+        if {k: st["train"][k] for k in same} != same or st["model"] != asdict(model_cfg):
+            raise SJCError(f"{out} holds a training run with another configuration; resume it with the same "
+                           f"flags (see {out / 'config.json'}) or use a new --out")
+        unet.load_state_dict(st["unet"])
+        text_encoder.load_state_dict(st["text_encoder"])
+        ema_unet.load_state_dict(st["ema_unet"])
+        ema_text.load_state_dict(st["ema_text"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        g.set_state(st["rng"])
+        step = st["step"]
+    (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(model_cfg)}, indent=2))
+    table = CaptionTable(tokenizer)
+    pairs = torch.tensor(training_pairs())
+    ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
+    log_path = out / "loss.csv"
+    rows = list(csv.reader(open(log_path))) if step and log_path.exists() else []
+    rows = rows[:1] + [r for r in rows[1:] if int(r[0]) <= step]   # drop rows logged after the checkpoint
+    log = open(log_path, "w", newline="")
+    writer = csv.writer(log)
+    writer.writerows(rows or [["step", "loss", "lr", "seconds"]])
+    bar = tqdm(total=cfg.steps, initial=step, desc="training prior", disable=not progress)
+    t0, running = time.time() - (float(rows[-1][3]) if len(rows) > 1 else 0.0), []
+    end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    while step < end:
+        x0, ids = sample_batch(data, pairs, table, cfg, g)
+        loss = dsm_loss(unet, text_encoder, scheduler, x0, ids, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, params, 1 - decay)
+        running.append(loss.item())
+        bar.update(1)
+        if step % 10 == 0:
+            writer.writerow([step, f"{sum(running) / len(running):.5f}", f"{sched.get_last_lr()[0]:.3g}",
+                             f"{time.time() - t0:.1f}"])
+            log.flush()
+            bar.set_postfix(loss=f"{sum(running) / len(running):.4f}")
+            running = []
+        if step % cfg.checkpoint_every == 0 or step == end:
+            st = {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
+                  "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                  "rng": g.get_state(), "step": step, "train": asdict(cfg), "model": asdict(model_cfg)}
+            with atomic_path(state_path) as tmp:
+                torch.save(st, tmp)
+        if step % cfg.sample_every == 0 or step == cfg.steps:
+            write_samples(out / "samples" / f"step{step:06d}.png", ema_unet, ema_text, tokenizer, scheduler)
+            plot_loss(log_path, out / "loss.png")
+    bar.close()
+    log.close()
+    if step < cfg.steps:
+        return None
+    return save_pipeline(out / "model", ema_unet, ema_text, tokenizer, scheduler)

@@ -1,0 +1,168 @@
+"""The learned toy-world prior: dataset, tokenizer, training (resumable), loading, 2D checks, the shipped weights."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from sjc import toyworld
+from sjc.cameras import orbit_cameras
+from sjc.check2d import NearestRender, optimise_image
+from sjc.cli import main
+from sjc.errors import SJCError
+from sjc.prior_training import (HELD_OUT, SHAPE_NAMES, DatasetConfig, ModelConfig, TrainConfig, build_dataset,
+                                captions, load_dataset, training_pairs, train_prior, view_index, word_tokenizer)
+from sjc.priors.text_unet import BUILTIN_TOY_MODEL, PixelTextPrior
+
+TINY_MODEL = ModelConfig(resolution=16, channels=(32, 64), text_width=32)
+TINY_TRAIN = dict(steps=6, batch=4, warmup=2, checkpoint_every=2, sample_every=3)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("toydata")
+    build_dataset(DatasetConfig(views=6, resolution=16), folder, progress=False)
+    return folder
+
+
+def test_held_out_set_leaves_every_shape_and_colour_in_training():
+    pairs = training_pairs()
+    assert len(pairs) == len(toyworld.ALL_OBJECTS) - len(HELD_OUT) == 63
+    names = {(SHAPE_NAMES[s], list(toyworld.COLOURS)[c]) for s, c in pairs}
+    assert not names & set(HELD_OUT)
+    assert {s for s, _ in names} == set(toyworld.SHAPES) and {c for _, c in names} == set(toyworld.COLOURS)
+
+
+def test_word_tokenizer_spells_every_caption_word_as_one_token(tmp_path):
+    tok = word_tokenizer(tmp_path)
+    words = {w for s in toyworld.SHAPES for c in toyworld.COLOURS for cap in captions(s, c) for w in cap.split()}
+    assert all(len(tok(w).input_ids) == 3 for w in words | {"an"})   # start, word, end
+    longest = max((cap for s in toyworld.SHAPES for c in toyworld.COLOURS for cap in captions(s, c)), key=len)
+    assert len(tok(longest).input_ids) <= tok.model_max_length
+
+
+def test_view_index_matches_view_label():
+    az = torch.tensor([0.0, 44.0, 46.0, 90.0, 180.0, 230.0, 270.0, 316.0, 10.0])
+    el = torch.tensor([0.0, 10.0, 20.0, 30.0, 40.0, -5.0, 0.0, 0.0, 60.0])
+    from sjc.cameras import VIEW_LABELS, view_label
+    assert [VIEW_LABELS[i] for i in view_index(az, el)] == [view_label(float(a), float(e)) for a, e in zip(az, el)]
+
+
+def test_coverage_render_is_exact_for_every_colour():
+    cams = orbit_cameras(torch.tensor([30.0, 200.0]), torch.tensor([10.0, 60.0]), torch.tensor([50.0, 55.0]))
+    shaded, bg = toyworld.render_coverage("mug", cams, 16, 16)
+    for colour in ("red", "cyan"):
+        obj = toyworld.ToyObject("mug", colour)
+        direct = toyworld.render_truth(obj, cams, 16, 16)
+        assert torch.allclose(toyworld.colourise(shaded, bg, torch.tensor(obj.albedo)), direct, atol=1e-6)
+
+
+def test_dataset_file_and_nearest_render_classifier(dataset):
+    data = load_dataset(dataset)
+    assert data["shaded"].shape == (7, 6, 1, 16, 16) and data["fov"].min() >= 45 and data["fov"].max() <= 60
+    clf = NearestRender(data["shaded"], data["background"])
+    albedo = torch.tensor(list(toyworld.COLOURS.values()))
+    picks = [(s, v, c) for s in range(7) for v, c in ((1, s), (4, (s + 3) % 10))]
+    imgs = torch.cat([toyworld.colourise(data["shaded"][s, v].float()[None], data["background"][s, v].float()[None],
+                                         albedo[c]) for s, v, c in picks])
+    s, c, err = clf.classify(imgs + 0.05 * torch.randn(imgs.shape, generator=torch.Generator().manual_seed(0)))
+    assert s.tolist() == [p[0] for p in picks] and c.tolist() == [p[2] for p in picks]
+    assert 0.04 < err.mean() < 0.06   # the added noise's RMS
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(SJCError, match="sjc prior dataset"):
+        load_dataset(tmp_path)
+
+
+def test_training_writes_a_loadable_diffusers_model_and_resumes_exactly(dataset, tmp_path):
+    straight = train_prior(dataset, tmp_path / "a", TrainConfig(**TINY_TRAIN), TINY_MODEL, progress=False)
+    assert train_prior(dataset, tmp_path / "b", TrainConfig(**TINY_TRAIN), TINY_MODEL, progress=False,
+                       stop_after=3) is None
+    resumed = train_prior(dataset, tmp_path / "b", TrainConfig(**TINY_TRAIN), TINY_MODEL, progress=False)
+    from safetensors.torch import load_file
+    for sub in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        a, b = load_file(straight / sub), load_file(resumed / sub)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    index = json.loads((straight / "model_index.json").read_text())
+    assert index["_class_name"] == "ToyWorldPipeline" and not (straight / "vae").exists()
+    log = list(csv.DictReader(open(tmp_path / "b" / "loss.csv")))
+    assert [int(r["step"]) for r in log] == [] or all(float(r["loss"]) > 0 for r in log)
+    assert sorted(p.name for p in (tmp_path / "a" / "samples").iterdir()) == ["step000003.png", "step000006.png"]
+    with pytest.raises(SJCError, match="another configuration"):
+        train_prior(dataset, tmp_path / "b", TrainConfig(**{**TINY_TRAIN, "lr": 1e-2}), TINY_MODEL, progress=False)
+
+    # It loads through the same from_pretrained path as Stable Diffusion, as a pixel-space prior.
+    from sjc.config import RunConfig
+    from sjc.priors import load_prior, prior_name
+    cfg = RunConfig(prompt="a red cube")
+    cfg.model.model = str(straight)
+    assert prior_name(cfg) == "toy"
+    prior = load_prior(cfg)
+    assert isinstance(prior, PixelTextPrior) and prior.shape == (3, 16, 16) and prior.pixel_space
+    # v-prediction → D agrees with the scheduler's own x̂₀ (VE units: x = x_t·√(1+σ²)).
+    from diffusers import DDPMScheduler
+    sched = DDPMScheduler.from_pretrained(straight, subfolder="scheduler")
+    t = 300
+    x_t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    cond = prior.cond("a red cube")
+    with torch.no_grad():
+        v = prior.unet(x_t, torch.tensor([t, t]), encoder_hidden_states=cond[1:].expand(2, -1, -1)).sample
+    x0 = sched.step(v, t, x_t).pred_original_sample
+    sigma = prior.sigmas[t]
+    assert torch.allclose(prior.D(x_t * (1 + sigma ** 2).sqrt(), sigma, cond, 1.0), x0, atol=1e-4)
+
+
+def test_prior_cli_errors(tmp_path, capsys):
+    assert main(["prior", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "t")]) == 2
+    assert "sjc prior dataset" in capsys.readouterr().err
+    assert main(["prior", "dataset", "--views", "0", "--out", str(tmp_path)]) == 2
+    assert "--views" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ the shipped weights
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    return PixelTextPrior()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A nearest-render classifier over 150 random views per shape at 32×32 (other cameras than training's)."""
+    folder = build_dataset(DatasetConfig(views=150, resolution=32, seed=1), tmp_path_factory.mktemp("ref"), progress=False)
+    data = load_dataset(folder)
+    return NearestRender(data["shaded"], data["background"])
+
+
+def test_builtin_prior_is_the_default_and_small():
+    from sjc.config import RunConfig
+    from sjc.priors import prior_name
+    assert prior_name(RunConfig(prompt="a red cube")) == "toy"
+    size = sum(p.stat().st_size for p in BUILTIN_TOY_MODEL.rglob("*") if p.is_file())
+    assert size <= 25 * 2 ** 20
+
+
+def test_builtin_prior_rejects_words_it_never_saw(builtin):
+    with pytest.raises(SJCError, match="not a toy-world prompt"):
+        builtin.cond("a photo of a cat")
+
+
+def test_builtin_prior_samples_the_prompted_object(builtin, reference):
+    """2D Heun samples of trained and held-out objects are labelled right by the nearest true render."""
+    from sjc.check2d import sample_accuracy
+    clf = reference
+    objs = [toyworld.ToyObject("sphere", "blue"), toyworld.ToyObject("cube", "red"),
+            toyworld.ToyObject("cube", "green")]   # the last is held out of training
+    rows, _ = sample_accuracy(builtin, clf, objs, n=4, steps=15)
+    assert sum(r["correct"] for r in rows) / len(rows) >= 0.75, rows
+
+
+def test_paas_beats_naive_in_2d(builtin, reference):
+    """The paper's 2D experiment: from a flat grey start PAAS reaches a toy-world image, the naive score does not."""
+    clf = reference
+    errs = {m: clf.classify(optimise_image(builtin, "a red cube", m, steps=150))[2].item() for m in ("paas", "naive")}
+    assert errs["paas"] < errs["naive"], errs
+
