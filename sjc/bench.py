@@ -1,13 +1,16 @@
 """Benchmarks: time a complete SJC step (render, prior, backward, emptiness, Adamax) and its peak memory."""
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
+from typing import Optional
 
 import torch
 
 from .config import RunConfig
+from .priors.base import Prior
 from .train import build_run, sjc_step
 
 
@@ -79,3 +82,218 @@ def bench_sd(device: str = "cuda", steps: int = 20, repeats: int = 3, full_size:
             torch.cuda.empty_cache()
     result["speedup"] = result["baseline_fp32"]["seconds_per_step"] / result["optimised"]["seconds_per_step"]
     return result
+
+
+# ------------------------------------------------------------------------------------ renderer suite
+class FixedTargetPrior(Prior):
+    """A fixed-cost stand-in for a diffusion model: D(z, σ) = one fixed target image (a centred disc).
+
+    It costs nothing, so a benchmark times the renderer, and it still grows an object, so the field
+    changes over the run as it does with a real prior.
+    """
+
+    name = "fixed-target"
+    defaults: dict = {}
+    text_conditioned = False
+    appearance_init = "randn"
+
+    def __init__(self, channels: int, size: int, sigmas: torch.Tensor, pixel_space: bool = False):
+        super().__init__()
+        self.channels, self.height, self.width, self.pixel_space = channels, size, size, pixel_space
+        self.sigmas = sigmas
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+        disc = (xx ** 2 + yy ** 2 < 0.35).float()
+        self.target = disc.expand(channels, size, size)[None].clone()   # the background (0) outside the disc
+
+    def encode(self, prompt):
+        return None
+
+    def D(self, x, sigma, cond=None, guidance=None):
+        return self.target.to(x).expand_as(x)
+
+
+BENCH_CONFIGS = {
+    # The reference SD configuration (notes §3): 100³ grid, 64×64 4-channel latents, emptiness 1e4.
+    "sd": {"grid_size": 100, "resolution": 64, "channels": 4, "steps": 600},
+    # The default toy-world run: the learned prior at its defaults.
+    "toy": {"steps": 1000},
+}
+
+
+def _bench_run(name: str, renderer: str, steps: int, seed: int = 0, grid_size: Optional[int] = None):
+    """A run at a named benchmark configuration (the SD one with the fixed-cost stand-in prior)."""
+    from .priors.vp import sigmas_from_alphas_cumprod
+    from .tiny import sd_scheduler
+
+    cfg = RunConfig(prompt="a blue sphere")
+    cfg.render.renderer, cfg.optim.steps, cfg.optim.seed = renderer, steps, seed
+    cfg.output.device = "cpu"
+    if name != "sd":
+        return build_run(cfg)
+    c = BENCH_CONFIGS["sd"]
+    cfg.field.grid_size, cfg.render.resolution = grid_size or c["grid_size"], c["resolution"]
+    cfg.reg.emptiness_weight, cfg.camera.fov_min, cfg.camera.fov_max = 1e4, 40.0, 70.0
+    cfg.optim.steps = steps
+    sig = sigmas_from_alphas_cumprod(sd_scheduler().alphas_cumprod)
+    return build_run(cfg, prior=FixedTargetPrior(c["channels"], c["resolution"], sig[10:-30]))
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd saves for backward while fn() runs (the renderer's activation memory)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return total, out
+
+
+def time_renderer_steps(run, renderer: str, rounds: int, every: int) -> dict:
+    """Median over `rounds` of the per-step time of `every` steps (render, backward with a fixed image
+    gradient, emptiness, Adamax; the fast renderer also refreshes its occupancy once per round)."""
+    import copy
+
+    from .regularizers import emptiness_loss
+
+    cfg = run.cfg
+    field = copy.deepcopy(run.field)
+    opt = torch.optim.Adamax(field.param_groups(cfg.optim.lr, cfg.optim.bg_lr))
+    gen = torch.Generator().manual_seed(123)
+    from .cameras import sample_train_cameras
+    from .render import render
+
+    def one_step(refresh: bool):
+        cams = sample_train_cameras(1, cfg.camera, gen)
+        if renderer != "dense" and refresh:
+            field.refresh_occupancy(cfg.render.occupancy_threshold)
+        r = cfg.render
+        out = render(field, cams, r.resolution, r.resolution, r.step_ratio, r.weight_threshold, r.far_depth, renderer)
+        g = torch.randn(out.image.shape, generator=gen) * 0.01
+        reg = cfg.reg.emptiness_weight * emptiness_loss(out.weights, out.n_samples, cfg.reg.emptiness_scale)
+        opt.zero_grad(set_to_none=True)
+        torch.autograd.backward([out.image, reg], [-g, torch.ones_like(reg)])
+        opt.step()
+        return out.weights.numel()
+
+    one_step(True)   # warm-up
+    times, samples = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        n = sum(one_step(i == 0) for i in range(every))
+        times.append((time.perf_counter() - t0) / every)
+        samples.append(n / every)
+    mem, _ = _saved_bytes(lambda: one_step(False))
+    med = statistics.median(times)
+    return {"seconds_per_step": med, "steps_per_second": 1 / med, "repeats": times,
+            "samples_per_step": statistics.median(samples), "samples_per_second": statistics.median(samples) / med,
+            "saved_for_backward_mib": mem / 2 ** 20}
+
+
+def bench_renderers(name: str = "toy", steps: Optional[int] = None, snapshots: int = 6, rounds: int = 5,
+                    progress: bool = True) -> dict:
+    """Dense reference vs fast renderer over a whole optimisation at a named configuration.
+
+    The run trains with the fast renderer; at `snapshots` evenly spaced steps (the first on the initial
+    field) both renderers are timed on copies of the current field, in this process.
+    """
+    from tqdm import tqdm
+
+    steps = steps or BENCH_CONFIGS[name]["steps"]
+    run = _bench_run(name, "fast", steps)
+    cfg = run.cfg
+    at = sorted({round(i * steps / (snapshots - 1)) for i in range(snapshots)})
+    result = {"config": name, "machine": _machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "grid_size": cfg.field.grid_size, "resolution": cfg.render.resolution, "channels": run.field.channels,
+              "steps": steps, "emptiness_weight": cfg.reg.emptiness_weight,
+              "occupancy_threshold": cfg.render.occupancy_threshold, "occupancy_every": cfg.render.occupancy_every,
+              "rounds": rounds, "snapshots": []}
+    bar = tqdm(total=steps, desc=f"bench {name}", disable=not progress)
+    train_time = 0.0
+    prior_times = []
+    for target in at:
+        while run.step < target:
+            t0 = time.perf_counter()
+            sjc_step(run, run.step)
+            train_time += time.perf_counter() - t0
+            run.step += 1
+            bar.update(1)
+        snap = {"step": run.step, "occupied": float(run.field.occupancy.float().mean())}
+        for renderer in ("dense", "fast"):
+            snap[renderer] = time_renderer_steps(run, renderer, rounds, cfg.render.occupancy_every)
+        snap["speedup"] = snap["dense"]["seconds_per_step"] / snap["fast"]["seconds_per_step"]
+        x = torch.zeros(1, *run.prior.shape)
+        t0 = time.perf_counter()
+        run.guide(x, None, cfg.prompt, run.generators["noise"])
+        prior_times.append(time.perf_counter() - t0)
+        result["snapshots"].append(snap)
+    bar.close()
+    snaps = result["snapshots"]
+    # Over the run: the mean step time of each renderer across the evenly spaced snapshots.
+    dense = statistics.fmean(s["dense"]["seconds_per_step"] for s in snaps)
+    fast = statistics.fmean(s["fast"]["seconds_per_step"] for s in snaps)
+    result.update(dense_seconds_per_step=dense, fast_seconds_per_step=fast, speedup=dense / fast,
+                  prior_seconds_per_call=statistics.median(prior_times),
+                  whole_run_seconds_fast=train_time)
+    return result
+
+
+def sweep_renderers(grid_sizes=(32, 48, 64, 100), resolutions=(32, 64), rounds: int = 5, steps: int = 300) -> list:
+    """Step time of both renderers against grid size and resolution, each on a field trained for `steps`
+    steps at the SD benchmark settings (stand-in prior) at that grid size."""
+    import copy
+
+    rows = []
+    for n in grid_sizes:
+        run = _bench_run("sd", "fast", steps, grid_size=n)
+        while run.step < steps:
+            sjc_step(run, run.step)
+            run.step += 1
+        for res in resolutions:
+            r2 = copy.copy(run)
+            r2.cfg = copy.deepcopy(run.cfg)
+            r2.cfg.render.resolution = res
+            row = {"grid_size": n, "resolution": res, "occupied": float(run.field.occupancy.float().mean())}
+            for renderer in ("dense", "fast"):
+                row[renderer] = time_renderer_steps(r2, renderer, rounds, run.cfg.render.occupancy_every)["seconds_per_step"]
+            row["speedup"] = row["dense"] / row["fast"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def _machine() -> str:
+    import os
+    name = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} logical CPUs"
+
+
+def plot_sweep(rows: list, path) -> None:
+    """Step time against grid size, one line per renderer and resolution (needs matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for res in sorted({r["resolution"] for r in rows}):
+        sel = [r for r in rows if r["resolution"] == res]
+        for renderer, style in (("dense", "--"), ("fast", "-")):
+            ax.plot([r["grid_size"] for r in sel], [1000 * r[renderer] for r in sel], style, marker="o",
+                    label=f"{renderer}, {res}×{res} rays")
+    ax.set_xlabel("grid size (voxels per side)")
+    ax.set_ylabel("ms per SJC step (prior excluded)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

@@ -87,17 +87,143 @@ def cmd_sample2d(a) -> None:
 def cmd_bench(a) -> None:
     import json
 
-    from .bench import bench_sd
+    import torch
 
-    if a.out:
-        check_writable(Path(a.out))
-    res = bench_sd(a.device, steps=a.steps, repeats=a.repeats, full_size=not a.tiny,
-                   latent=a.latent, grid=a.grid)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.suite == "sd":
+        from .bench import bench_sd
+        res = bench_sd(a.device, steps=a.steps or 20, repeats=a.repeats, full_size=not a.tiny,
+                       latent=a.latent, grid=a.grid)
+    elif a.suite == "sweep":
+        from .bench import plot_sweep, sweep_renderers
+        res = {"sweep": sweep_renderers(rounds=a.repeats)}
+        if a.plot:
+            plot_sweep(res["sweep"], a.plot)
+    else:
+        from .bench import bench_renderers
+        res = {"renderer": [bench_renderers(c, a.steps, rounds=a.repeats) for c in a.configs]}
     text = json.dumps(res, indent=2)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(text + "\n")
     print(text)
+
+
+def _dataclass_args(parser, cls, skip=()) -> None:
+    """One flag per field of a config dataclass (defaults from the class)."""
+    import dataclasses
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        typ = type(f.default) if not isinstance(f.default, tuple) else None
+        kw = {"nargs": "+", "type": int} if typ is None else {"type": typ}
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, **kw,
+                            help=f"(default {f.default})")
+
+
+def _dataclass_from(cls, a):
+    import dataclasses
+    return cls(**{f.name: (tuple(v) if isinstance(f.default, tuple) else v)
+                  for f in dataclasses.fields(cls) if (v := getattr(a, f.name, None)) is not None})
+
+
+def cmd_prior_dataset(a) -> None:
+    from .prior_training import DatasetConfig, build_dataset
+
+    cfg = _dataclass_from(DatasetConfig, a)
+    if cfg.views < 1 or cfg.resolution < 8:
+        raise SJCError(f"need --views >= 1 and --resolution >= 8, got {cfg.views} and {cfg.resolution}")
+    check_writable(Path(a.out) / "dataset.pt")
+    print(build_dataset(cfg, Path(a.out), progress=not a.quiet))
+
+
+def cmd_prior_train(a) -> None:
+    from .prior_training import ModelConfig, TrainConfig, train_prior
+
+    cfg = _dataclass_from(TrainConfig, a)
+    if cfg.steps < 1 or cfg.batch < 1 or cfg.lr <= 0:
+        raise SJCError(f"need positive --steps, --batch and --lr, got {cfg.steps}, {cfg.batch} and {cfg.lr}")
+    check_writable(Path(a.out) / "state.pt")
+    model_cfg = ModelConfig(channels=tuple(a.channels)) if a.channels else None
+    folder = train_prior(Path(a.data), Path(a.out), cfg, model_cfg, progress=not a.quiet, stop_after=a.stop_after)
+    print(folder or f"stopped after {a.stop_after} steps; run the same command again to continue")
+
+
+def _toy_prior(model, device="cpu"):
+    from .priors.text_unet import PixelTextPrior
+    return PixelTextPrior(model, device)
+
+
+def cmd_prior_check(a) -> None:
+    import json
+
+    from . import toyworld
+    from .check2d import NearestRender, sample_accuracy
+    from .export import save_image
+    from .prior_training import HELD_OUT, load_dataset
+
+    if a.n < 1 or a.steps < 1:
+        raise SJCError(f"need positive --n and --steps, got {a.n} and {a.steps}")
+    out = Path(a.out)
+    check_writable(out.with_suffix(".json"))
+    data = load_dataset(Path(a.data))
+    prior = _toy_prior(a.model)
+    clf = NearestRender(data["shaded"], data["background"], a.views)
+    held = [toyworld.ToyObject(s, c) for s, c in HELD_OUT]
+    trained = [o for o in toyworld.ALL_OBJECTS if (o.shape, o.colour) not in HELD_OUT]
+    result = {"model": str(a.model or "built-in"), "samples_per_object": a.n, "heun_steps": a.steps,
+              "guidance_scale": a.guidance_scale or prior.default_guidance}
+    lines = [f"# 2D sample accuracy of the toy prior ({a.n} Heun samples per object, {a.steps} steps, "
+             f"guidance {result['guidance_scale']})", "",
+             "| set | objects | shape and colour right | shape right | colour right |", "|---|---|---|---|---|"]
+    for name, objs in (("trained", trained), ("held out", held)):
+        rows, imgs = sample_accuracy(prior, clf, objs, a.n, a.steps, a.guidance_scale, a.seed)
+        mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("correct", "shape_ok", "colour_ok")}
+        result[name] = {"mean": mean, "objects": rows}
+        lines.append(f"| {name} | {len(objs)} | {mean['correct']:.1%} | {mean['shape_ok']:.1%} | {mean['colour_ok']:.1%} |")
+        save_image(out.parent / f"{out.name}-{name.replace(' ', '-')}.png", imgs[::max(1, a.n // 4)][:32 * 4],
+                   scale=2, ncol=16)
+        print(lines[-1], flush=True)
+    lines += ["", "Per held-out object:", "", "| object | right | shape | colour |", "|---|---|---|---|"]
+    lines += [f"| {r['object']} | {r['correct']:.0%} | {r['shape_ok']:.0%} | {r['colour_ok']:.0%} |"
+              for r in result["held out"]["objects"]]
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def cmd_paas2d(a) -> None:
+    import json
+
+    import torch
+
+    from .check2d import NearestRender, optimise_image
+    from .export import save_image
+    from .prior_training import load_dataset
+
+    if a.steps < 1 or a.lr <= 0:
+        raise SJCError(f"need positive --steps and --lr, got {a.steps} and {a.lr}")
+    out = Path(a.out)
+    check_writable(out)
+    prior = _toy_prior(a.model)
+    clf = NearestRender(**{k: v for k, v in load_dataset(Path(a.data)).items() if k in ("shaded", "background")}) \
+        if a.data else None
+    imgs, rows = [], []
+    for prompt in a.prompts:
+        for method in a.methods:
+            x = optimise_image(prior, prompt, method, a.steps, a.lr, a.guidance_scale, a.seed)
+            imgs.append(x)
+            row = {"prompt": prompt, "method": method}
+            if clf is not None:
+                from . import toyworld
+                obj = toyworld.parse_prompt(prompt)[1]
+                s, c, err = clf.classify(x)
+                row.update(right=bool(list(toyworld.SHAPES)[s] == obj.shape and list(toyworld.COLOURS)[c] == obj.colour),
+                           nearest_rmse=round(float(err), 4))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    save_image(out, torch.cat(imgs), scale=4, ncol=len(a.methods))
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def check_writable(path: Path) -> None:
@@ -143,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("eval", help="score prompts × method variants against the toy world's true objects")
-    ev.add_argument("--prompts", nargs="+", help="toy prompts (default: 10 built-in ones)")
+    ev.add_argument("--prompts", nargs="+", help="toy prompts (default: 12 built-in ones, 6 trained and 6 held out of the toy prior)")
     ev.add_argument("--variants", nargs="+", help="method[:noview] names, e.g. paas paas:noview sds naive oracle")
     ev.add_argument("--seeds", type=int, default=1, help="seeds per cell (0 … n-1)")
     ev.add_argument("--jobs", type=int, default=1, help="parallel processes")
@@ -152,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
     s2 = sub.add_parser("sample2d", help="2D samples from a prior (Karras/EDM Heun sampler) as a PNG grid")
     s2.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
-    s2.add_argument("--prior", help="closed-form | sd | unet2d (default: closed-form, or detected from --model)")
+    s2.add_argument("--prior", help="toy | closed-form | sd | unet2d (default: the built-in toy prior, or detected from --model)")
     s2.add_argument("--model", help="diffusers folder, cached Hub id or .safetensors file")
     s2.add_argument("--model-config", help="for a single file: the base model's folder or cached id")
     s2.add_argument("--resolution", type=int, help="image size for the closed-form prior")
@@ -167,13 +293,60 @@ def build_parser() -> argparse.ArgumentParser:
     s2.add_argument("--out", default="samples.png")
     s2.set_defaults(func=cmd_sample2d)
 
-    b = sub.add_parser("bench", help="time complete SJC steps (reference SD configuration, optimised vs fp32 baseline)")
-    b.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    b.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
-    b.add_argument("--repeats", type=int, default=3)
+    pr = sub.add_parser("prior", help="build the toy-world dataset and train the learned toy prior")
+    prs = pr.add_subparsers(dest="prior_command", required=True)
+    from .prior_training import DatasetConfig, TrainConfig
+    pd = prs.add_parser("dataset", help="render every toy shape from random training cameras")
+    pd.add_argument("--out", default="toyprior", help="folder for dataset.pt")
+    pd.add_argument("--quiet", action="store_true")
+    _dataclass_args(pd, DatasetConfig)
+    pd.set_defaults(func=cmd_prior_dataset)
+    pt = prs.add_parser("train", help="train (or resume) the text-conditioned toy prior; writes model/ in diffusers format")
+    pt.add_argument("--data", default="toyprior", help="dataset folder or .pt from `sjc prior dataset`")
+    pt.add_argument("--out", default="toyprior/train", help="training folder (resumed if it holds state.pt)")
+    pt.add_argument("--channels", type=int, nargs="+", help="U-Net block widths (default 32 64 128)")
+    pt.add_argument("--stop-after", type=int, help="end this call after N steps (checkpointed; rerun to continue)")
+    pt.add_argument("--quiet", action="store_true")
+    _dataclass_args(pt, TrainConfig)
+    pt.set_defaults(func=cmd_prior_train)
+
+    pc = prs.add_parser("check", help="2D sample accuracy on trained and held-out objects (nearest true render)")
+    pc.add_argument("--model", help="toy prior folder (default: the built-in one)")
+    pc.add_argument("--data", default="toyprior", help="dataset from `sjc prior dataset` (the reference renders)")
+    pc.add_argument("--views", type=int, default=500, help="reference views per shape")
+    pc.add_argument("--n", type=int, default=8, help="samples per object")
+    pc.add_argument("--steps", type=int, default=20, help="Heun steps")
+    pc.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the prior's)")
+    pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--out", default="docs/toy-prior-check", help="path prefix for .md, .json and PNG grids")
+    pc.set_defaults(func=cmd_prior_check)
+
+    p2 = sub.add_parser("paas2d", help="the paper's 2D experiment: optimise an image from a flat start with PAAS vs the naive score")
+    p2.add_argument("prompts", nargs="*", default=[DEFAULT_PROMPT])
+    p2.add_argument("--methods", nargs="+", default=["paas", "naive"], choices=["paas", "paas-plain", "naive", "sds"])
+    p2.add_argument("--model", help="toy prior folder (default: the built-in one)")
+    p2.add_argument("--data", help="dataset from `sjc prior dataset`: also label each result by its nearest true render")
+    p2.add_argument("--steps", type=int, default=500)
+    p2.add_argument("--lr", type=float, default=0.05, help="Adamax learning rate on the pixels")
+    p2.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the prior's)")
+    p2.add_argument("--seed", type=int, default=0)
+    p2.add_argument("--out", default="paas2d.png")
+    p2.set_defaults(func=cmd_paas2d)
+
+    b = sub.add_parser("bench", help="time SJC steps: the fast vs the dense renderer (default), or the SD prior")
+    b.add_argument("suite", nargs="?", default="renderer", choices=["renderer", "sweep", "sd"],
+                   help="renderer: both renderers over a whole run at named configurations; sweep: step time "
+                        "against grid size and resolution; sd: the optimised vs fp32 SD step")
+    b.add_argument("--configs", nargs="+", default=["sd", "toy"], choices=["sd", "toy"],
+                   help="renderer suite: the reference SD configuration (stand-in prior) and the toy default")
+    b.add_argument("--device", default="cuda" if _cuda() else "cpu", help="sd suite only")
+    b.add_argument("--steps", type=int, help="renderer: optimisation steps of the run (default per config); sd: timed steps")
+    b.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
+    b.add_argument("--threads", type=int, help="torch CPU threads")
     b.add_argument("--grid", type=int, default=100)
     b.add_argument("--latent", type=int, default=64)
-    b.add_argument("--tiny", action="store_true", help="a tiny U-Net instead of SD 1.5's (CPU smoke test)")
+    b.add_argument("--tiny", action="store_true", help="sd suite: a tiny U-Net instead of SD 1.5's (CPU smoke test)")
+    b.add_argument("--plot", help="sweep suite: write a PNG plot here (needs matplotlib)")
     b.add_argument("--out", help="also write the JSON here")
     b.set_defaults(func=cmd_bench)
     return p

@@ -26,7 +26,9 @@ class RenderConfig:
     step_ratio: float = 0.5        # sample spacing in voxels (reference: half a voxel)
     weight_threshold: float = 1e-4  # appearance is only looked up where w exceeds this
     far_depth: float = 10.0        # depth assigned to the background
-    renderer: str = "dense"        # renderer implementation
+    renderer: str = "fast"         # fast (fused C++ on CPU, else packed) | fused | packed | dense (the reference)
+    occupancy_threshold: float = 1e-3  # fast renderer: cells whose neighbourhood density stays below this are skipped
+    occupancy_every: int = 8       # fast renderer: refresh the occupancy grid every N steps
 
 
 @dataclass
@@ -99,7 +101,7 @@ class ModelConfig:
 class RunConfig:
     """Everything that defines a run; written as config.json beside its outputs."""
     prompt: str = ""
-    prior: Optional[str] = None    # closed-form | sd | unet2d (None: closed-form, or detected from --model)
+    prior: Optional[str] = None    # toy | closed-form | sd | unet2d (None: the learned toy prior, or detected from --model)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
@@ -172,7 +174,7 @@ class RunConfig:
             (self.field.grid_size, "--grid-size"), (self.optim.steps, "--steps"),
             (self.render.resolution, "--resolution"), (self.guidance.num_noise, "--num-noise"),
             (self.output.ckpt_every, "--ckpt-every"), (self.output.preview_every, "--preview-every"),
-            (self.camera.video_frames, "--video-frames"),
+            (self.camera.video_frames, "--video-frames"), (self.render.occupancy_every, "--occupancy-every"),
         ]
         for value, flag in checks:
             if value is not None and value <= 0:
@@ -185,6 +187,8 @@ class RunConfig:
             raise SJCError(f"--step-ratio must lie in [0.05, 4] (sample spacing in voxels), got {self.render.step_ratio}")
         if self.render.weight_threshold < 0 or self.render.far_depth <= 0 or self.reg.emptiness_scale < 0:
             raise SJCError("need --weight-threshold >= 0, --far-depth > 0 and --emptiness-scale >= 0")
+        if self.render.occupancy_threshold < 0:
+            raise SJCError(f"--occupancy-threshold must be >= 0, got {self.render.occupancy_threshold}")
         if not 0 < self.camera.test_fov < 180:
             raise SJCError(f"need 0 < --test-fov < 180 (degrees), got {self.camera.test_fov}")
         if self.camera.radius <= 0 or self.camera.elev_min > self.camera.elev_max:
@@ -205,7 +209,7 @@ class RunConfig:
 
 
 GUIDANCE_METHODS = ("paas", "paas-plain", "naive", "sds", "oracle")
-RENDERER_NAMES = ("dense",)
+RENDERER_NAMES = ("fast", "fused", "packed", "dense")
 
 
 def resolve_defaults(cfg: RunConfig, defaults: dict[str, Any]) -> RunConfig:

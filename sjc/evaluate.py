@@ -84,9 +84,13 @@ def evaluate_field(run, obj: ToyObject, rotations: bool = True) -> dict:
 # ----------------------------------------------------------------------------------------------
 # `sjc eval`: prompts × method variants → Markdown and JSON tables.
 
+# Six objects the learned toy prior was trained on, then six combinations held out of its training
+# (sjc.prior_training.HELD_OUT); both asymmetric shapes appear in each half.
 DEFAULT_EVAL_PROMPTS = [
-    "a blue sphere", "a red cube", "a green cone", "a yellow cylinder", "a purple torus",
-    "an orange sphere", "a cyan cube", "a pink cone", "a red cube with a ball on its front", "a blue mug",
+    "a blue sphere", "a red cube", "a green cone", "a yellow cylinder", "a red cube with a ball on its front",
+    "a blue mug",
+    "a purple sphere", "a green cube", "a cyan cone", "a yellow torus", "a pink cube with a ball on its front",
+    "an orange mug",
 ]
 DEFAULT_VARIANTS = ["paas", "paas:noview", "oracle"]
 

@@ -82,7 +82,7 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
         obj = prior.truth(cfg.prompt)
         if obj is None:
             from .errors import SJCError
-            raise SJCError("--method oracle needs a toy-world prompt with the closed-form prior (it trains on the true views)")
+            raise SJCError("--method oracle needs a toy-world prompt (it trains on the true views of the object)")
         from .toyworld import render_truth
         guide = OracleGuide(lambda cams: render_truth(obj, cams, cfg.render.resolution, cfg.render.resolution))
     else:
@@ -97,10 +97,12 @@ def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     cams_host = sample_train_cameras(1, cfg.camera, run.generators["camera"])
     cams = cams_host.to(run.device)
     prompt = view_prompt(cfg.prompt, cams_host, cfg.guidance.view_prompts)
+    if cfg.render.renderer != "dense" and step % cfg.render.occupancy_every == 0:
+        run.field.refresh_occupancy(cfg.render.occupancy_threshold)
     out = run.render(cams)
     grad = run.guide(out.image.detach(), cams, prompt, run.generators["noise"])   # 2D score, no U-Net Jacobian
     lam = emptiness_weight(cfg.reg.emptiness_weight, step, cfg.reg.emptiness_mult_step, cfg.reg.emptiness_mult)
-    empty = emptiness_loss(out.weights, out.valid, cfg.reg.emptiness_scale)
+    empty = emptiness_loss(out.weights, out.n_samples, cfg.reg.emptiness_scale)
     reg = lam * empty
     if cfg.reg.center_depth_weight:
         reg = reg + cfg.reg.center_depth_weight * center_depth_loss(out.depth, cfg.render.far_depth)
