@@ -58,8 +58,8 @@ def cmd_eval(a) -> None:
     apply_overrides(base, a)
     summary = run_eval(base, a.prompts or DEFAULT_EVAL_PROMPTS, a.variants or DEFAULT_VARIANTS,
                        list(range(a.seeds)), Path(a.out), jobs=a.jobs)
-    print(Path(a.out).with_suffix(".md").read_text())
-    print(f"wrote {Path(a.out).with_suffix('.md')} and .json ({len(summary)} cells)")
+    print(Path(f"{a.out}.md").read_text())   # a prefix, not a file name: "guidance-7.5" keeps its ".5"
+    print(f"wrote {a.out}.md and .json ({len(summary)} cells)")
 
 
 def cmd_sample2d(a) -> None:
@@ -97,7 +97,7 @@ def cmd_bench(a) -> None:
                        latent=a.latent, grid=a.grid)
     elif a.suite == "sweep":
         from .bench import plot_sweep, sweep_renderers
-        res = {"sweep": sweep_renderers(rounds=a.repeats)}
+        res = {"sweep": sweep_renderers(rounds=a.repeats, steps=a.steps or 300)}
         if a.plot:
             plot_sweep(res["sweep"], a.plot)
     else:

@@ -190,7 +190,7 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
     else:
         rows = [eval_cell(c) for c in cells]
     summary = summarize(rows)
-    write_text(out_prefix.with_suffix(".json"), json.dumps({"rows": rows, "summary": summary,
+    write_text(Path(f"{out_prefix}.json"), json.dumps({"rows": rows, "summary": summary,
                                                             "config": base.to_dict()}, indent=2) + "\n")
-    write_text(out_prefix.with_suffix(".md"), markdown_table(summary, variants))
+    write_text(Path(f"{out_prefix}.md"), markdown_table(summary, variants))
     return summary

@@ -42,7 +42,7 @@ class ClosedFormPrior(Prior):
         self.sigmas = torch.logspace(-2, 1.5, 1000, device=self.device)   # 0.01 … 31.6
         # SJC draws σ from [0.5, 6] by default: below ~0.5 this denoiser is a nearest-neighbour lookup of
         # single training views, and dropping that regime raised mean PSNR on 4 toy prompts from 21.8 to
-        # 23.4 dB (σ_min 0.05 vs 0.5, seed 0; see docs/eval-methods.md for the other forms).
+        # 23.4 dB (σ_min 0.05 vs 0.5, seed 0; see docs/eval-closed-form-methods.md for the other forms).
         self.sigma_range = sigma_range
         self._fixed_images = images   # a given image set (M, C, H, W) instead of toy-world renders
 
