@@ -1,4 +1,4 @@
-"""Shared test setup: keep the toy-world image-set cache out of the user's home directory."""
+"""Shared test setup: the toy-world image-set cache out of the home directory; the fused renderer built once."""
 
 import os
 
@@ -16,3 +16,10 @@ def sjc_cache(tmp_path_factory):
         os.environ.pop("SJC_CACHE", None)
     else:
         os.environ["SJC_CACHE"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fused_renderer_built():
+    """Build the fused CPU renderer once, up front, so no timed subprocess test pays its compile time."""
+    from sjc import fused
+    fused.extension()
