@@ -20,7 +20,7 @@ import torch
 
 from . import toyworld
 from .atomic import atomic_path
-from .cameras import OVERHEAD_ELEVATION, VIEW_LABELS, orbit_cameras, view_prefix
+from .cameras import OVERHEAD_ELEVATION, VIEW_LABELS, sample_train_cameras, view_prefix
 from .errors import SJCError
 
 # One combination per shape, every one in a different colour; all other 63 combinations are trained.
@@ -65,12 +65,7 @@ def build_dataset(cfg: DatasetConfig, out: Path, progress: bool = True) -> Path:
     g = torch.Generator().manual_seed(cfg.seed)
     shaded, bg, az, el, fov = [], [], [], [], []
     for shape in tqdm(SHAPE_NAMES, desc="rendering shapes", disable=not progress):
-        u = torch.rand(3, cfg.views, generator=g)
-        a = 360.0 * u[0]
-        s_lo, s_hi = math.sin(math.radians(cfg.elev_min)), math.sin(math.radians(cfg.elev_max))
-        e = torch.rad2deg(torch.asin(s_lo + (s_hi - s_lo) * u[1]))
-        f = cfg.fov_min + (cfg.fov_max - cfg.fov_min) * u[2]
-        cams = orbit_cameras(a, e, f, cfg.radius)
+        cams = sample_train_cameras(cfg.views, cfg, g)   # SJC's training distribution, with the dataset's ranges
         sh, b = [], []
         for i in range(0, cfg.views, 250):
             s_, b_ = toyworld.render_coverage(shape, cams[i:i + 250], cfg.resolution, cfg.resolution)
@@ -78,9 +73,9 @@ def build_dataset(cfg: DatasetConfig, out: Path, progress: bool = True) -> Path:
             b.append(b_)
         shaded.append(torch.cat(sh).half())
         bg.append(torch.cat(b).half())
-        az.append(a)
-        el.append(e)
-        fov.append(f)
+        az.append(cams.azimuth)
+        el.append(cams.elevation)
+        fov.append(torch.rad2deg(cams.fov))
     data = {"shaded": torch.stack(shaded), "background": torch.stack(bg), "azimuth": torch.stack(az),
             "elevation": torch.stack(el), "fov": torch.stack(fov)}
     path = out / "dataset.pt"
@@ -206,6 +201,7 @@ class TrainConfig:
     view_caption: float = 0.5     # share of the remaining captions with a view prefix
     checkpoint_every: int = 250
     sample_every: int = 1000
+    log_every: int = 10           # loss.csv gets the mean loss of every log_every steps
     seed: int = 0
     threads: int = 0              # torch CPU threads (0: torch's default)
 
@@ -293,7 +289,7 @@ def plot_loss(csv_path: Path, png_path: Path) -> Optional[Path]:
     return png_path
 
 
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "threads")
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "log_every", "threads")
 
 
 def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optional[ModelConfig] = None,
@@ -338,7 +334,10 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     pairs = torch.tensor(training_pairs())
     ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
     log_path = out / "loss.csv"
-    rows = list(csv.reader(open(log_path))) if step and log_path.exists() else []
+    rows = []
+    if step and log_path.exists():
+        with open(log_path, newline="") as f:
+            rows = list(csv.reader(f))
     rows = rows[:1] + [r for r in rows[1:] if int(r[0]) <= step]   # drop rows logged after the checkpoint
     log = open(log_path, "w", newline="")
     writer = csv.writer(log)
@@ -360,7 +359,7 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
             torch._foreach_lerp_(ema_params, params, 1 - decay)
         running.append(loss.item())
         bar.update(1)
-        if step % 10 == 0:
+        if step % cfg.log_every == 0:
             writer.writerow([step, f"{sum(running) / len(running):.5f}", f"{sched.get_last_lr()[0]:.3g}",
                              f"{time.time() - t0:.1f}"])
             log.flush()

@@ -16,7 +16,7 @@ from sjc.prior_training import (HELD_OUT, SHAPE_NAMES, DatasetConfig, ModelConfi
 from sjc.priors.text_unet import BUILTIN_TOY_MODEL, PixelTextPrior
 
 TINY_MODEL = ModelConfig(resolution=16, channels=(32, 64), text_width=32)
-TINY_TRAIN = dict(steps=6, batch=4, warmup=2, checkpoint_every=2, sample_every=3)
+TINY_TRAIN = dict(steps=6, batch=4, warmup=2, checkpoint_every=2, sample_every=3, log_every=1)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,11 @@ def test_training_writes_a_loadable_diffusers_model_and_resumes_exactly(dataset,
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     index = json.loads((straight / "model_index.json").read_text())
     assert index["_class_name"] == "ToyWorldPipeline" and not (straight / "vae").exists()
-    log = list(csv.DictReader(open(tmp_path / "b" / "loss.csv")))
-    assert [int(r["step"]) for r in log] == [] or all(float(r["loss"]) > 0 for r in log)
+    with open(tmp_path / "b" / "loss.csv") as f:
+        log = list(csv.DictReader(f))
+    # The resumed call continues the log from its checkpoint (step 3): every step once, in order.
+    assert [int(r["step"]) for r in log] == [1, 2, 3, 4, 5, 6]
+    assert all(float(r["loss"]) > 0 for r in log)
     assert sorted(p.name for p in (tmp_path / "a" / "samples").iterdir()) == ["step000003.png", "step000006.png"]
     with pytest.raises(SJCError, match="another configuration"):
         train_prior(dataset, tmp_path / "b", TrainConfig(**{**TINY_TRAIN, "lr": 1e-2}), TINY_MODEL, progress=False)
