@@ -11,6 +11,7 @@ import torch
 
 from .config import RunConfig
 from .priors.base import Prior
+from .cameras import sample_train_cameras
 from .train import build_run, sjc_step
 
 
@@ -133,7 +134,6 @@ def _bench_run(name: str, renderer: str, steps: int, seed: int = 0, grid_size: O
     c = BENCH_CONFIGS["sd"]
     cfg.field.grid_size, cfg.render.resolution = grid_size or c["grid_size"], c["resolution"]
     cfg.reg.emptiness_weight, cfg.camera.fov_min, cfg.camera.fov_max = 1e4, 40.0, 70.0
-    cfg.optim.steps = steps
     sig = sigmas_from_alphas_cumprod(sd_scheduler().alphas_cumprod)
     return build_run(cfg, prior=FixedTargetPrior(c["channels"], c["resolution"], sig[10:-30]))
 
@@ -148,48 +148,45 @@ def _saved_bytes(fn) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return total, out
+        fn()
+    return total
+
+
+class FixedScaleGradient:
+    """A guide that returns small random image gradients: the prior's cost and effect taken out of a step."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def __call__(self, x, cams, prompt, generator):
+        return torch.randn(x.shape, generator=self.generator) * 0.01
 
 
 def time_renderer_steps(run, renderer: str, rounds: int, every: int) -> dict:
-    """Median over `rounds` of the per-step time of `every` steps (render, backward with a fixed image
-    gradient, emptiness, Adamax; the fast renderer also refreshes its occupancy once per round)."""
+    """Median over `rounds` of the per-step time of `every` SJC steps on a copy of the run with `renderer`
+    and a fixed-cost guide (render, backward, emptiness, Adamax; occupancy refreshed once per round)."""
     import copy
+    import dataclasses
 
-    from .regularizers import emptiness_loss
-
-    cfg = run.cfg
+    cfg = copy.deepcopy(run.cfg)
+    cfg.render.renderer = renderer
     field = copy.deepcopy(run.field)
-    opt = torch.optim.Adamax(field.param_groups(cfg.optim.lr, cfg.optim.bg_lr))
     gen = torch.Generator().manual_seed(123)
-    from .cameras import sample_train_cameras
-    from .render import render
-
-    def one_step(refresh: bool):
-        cams = sample_train_cameras(1, cfg.camera, gen)
-        if renderer != "dense" and refresh:
-            field.refresh_occupancy(cfg.render.occupancy_threshold)
-        r = cfg.render
-        out = render(field, cams, r.resolution, r.resolution, r.step_ratio, r.weight_threshold, r.far_depth, renderer)
-        g = torch.randn(out.image.shape, generator=gen) * 0.01
-        reg = cfg.reg.emptiness_weight * emptiness_loss(out.weights, out.n_samples, cfg.reg.emptiness_scale)
-        opt.zero_grad(set_to_none=True)
-        torch.autograd.backward([out.image, reg], [-g, torch.ones_like(reg)])
-        opt.step()
-        return out.weights.numel()
-
-    one_step(True)   # warm-up
-    times, samples = [], []
+    r = dataclasses.replace(run, cfg=cfg, field=field, guide=FixedScaleGradient(gen), timings={},
+                            optimizer=torch.optim.Adamax(field.param_groups(cfg.optim.lr, cfg.optim.bg_lr)),
+                            generators={"camera": gen, "noise": gen})
+    sjc_step(r, 0)   # warm-up
+    times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        n = sum(one_step(i == 0) for i in range(every))
+        for i in range(every):
+            sjc_step(r, i)
         times.append((time.perf_counter() - t0) / every)
-        samples.append(n / every)
-    mem, _ = _saved_bytes(lambda: one_step(False))
+    mem = _saved_bytes(lambda: sjc_step(r, 1))
+    samples = r.render(sample_train_cameras(1, cfg.camera, gen)).weights.numel()
     med = statistics.median(times)
     return {"seconds_per_step": med, "steps_per_second": 1 / med, "repeats": times,
-            "samples_per_step": statistics.median(samples), "samples_per_second": statistics.median(samples) / med,
+            "samples_per_step": samples, "samples_per_second": samples / med,
             "saved_for_backward_mib": mem / 2 ** 20}
 
 

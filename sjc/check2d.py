@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from . import toyworld
-from .guidance import GRADIENTS
+from .guidance import GRADIENTS, sample_sigma
 from .priors.base import Prior, train_sigmas
 from .sample2d import heun_sample
 
@@ -59,7 +59,7 @@ class NearestRender:
 
 def sample_accuracy(prior: Prior, classifier: NearestRender, objects: list[toyworld.ToyObject], n: int = 8,
                     steps: int = 20, guidance: Optional[float] = None, seed: int = 0, view: Optional[str] = None):
-    """Heun samples per object; returns (per-object share correct, per-object shape-only, colour-only, samples)."""
+    """n Heun samples per object, classified: (one row per object with the shares right, all samples)."""
     shape_names, colour_names = list(toyworld.SHAPES), list(toyworld.COLOURS)
     rows, images = [], []
     for k, obj in enumerate(objects):
@@ -86,7 +86,7 @@ def optimise_image(prior: Prior, prompt: str, method: str, steps: int = 500, lr:
     cond = prior.cond(prompt)
     fn = GRADIENTS[method]
     for _ in range(steps):
-        sigma = sigmas[torch.randint(sigmas.numel(), (1,), generator=g)].squeeze(0)
+        sigma = sample_sigma(sigmas, g)
         with torch.no_grad():
             grad = fn(prior, x.detach(), sigma, cond, guidance if guidance is not None else prior.default_guidance, g)
         opt.zero_grad()

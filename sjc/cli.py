@@ -110,22 +110,17 @@ def cmd_bench(a) -> None:
     print(text)
 
 
-def _dataclass_args(parser, cls, skip=()) -> None:
+def _dataclass_args(parser, cls) -> None:
     """One flag per field of a config dataclass (defaults from the class)."""
     import dataclasses
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        typ = type(f.default) if not isinstance(f.default, tuple) else None
-        kw = {"nargs": "+", "type": int} if typ is None else {"type": typ}
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, **kw,
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, type=type(f.default),
                             help=f"(default {f.default})")
 
 
 def _dataclass_from(cls, a):
     import dataclasses
-    return cls(**{f.name: (tuple(v) if isinstance(f.default, tuple) else v)
-                  for f in dataclasses.fields(cls) if (v := getattr(a, f.name, None)) is not None})
+    return cls(**{f.name: getattr(a, f.name) for f in dataclasses.fields(cls)})
 
 
 def cmd_prior_dataset(a) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
+from .render import EARLY_STOP_TRANSMITTANCE, max_samples, ray_box_intersect, samples_inside
+
 _EXT = None
 _FAILED = False
-EARLY_STOP_TRANSMITTANCE = 1e-4
 
 
 def extension():
@@ -71,11 +72,9 @@ class FusedVolumeRender(torch.autograd.Function):
 def fused_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weight_threshold: float = 1e-4,
                       far_depth: float = 10.0, occupancy: tuple | None = None):
     """The dense renderer's result from one fused C++ pass per ray (CPU, float32), early termination included."""
-    from .render import ray_box_intersect
-
-    n_samples = int(math.ceil(2 * math.sqrt(3) / step)) + 1
+    n_samples = max_samples(step)
     t_near, t_far = ray_box_intersect(o, d)
-    n_in = ((t_far - t_near) / step - 0.5).ceil().clamp_(0, n_samples).long()
+    n_in = samples_inside(t_near, t_far, step, n_samples)
     occ = occupancy[0].contiguous() if occupancy is not None and not bool(occupancy[1].all()) else \
         torch.empty(0, dtype=torch.bool)
     rgb, opacity, wt, weights = FusedVolumeRender.apply(

@@ -18,6 +18,16 @@ def ray_box_intersect(o: torch.Tensor, d: torch.Tensor, lo: float = -1.0, hi: fl
     return t_near, torch.maximum(t_far, t_near)
 
 
+def max_samples(step: float) -> int:
+    """Samples per ray that cover the box's longest chord (2√3) at the given spacing."""
+    return int(math.ceil(2 * math.sqrt(3) / step)) + 1
+
+
+def samples_inside(t_near: torch.Tensor, t_far: torch.Tensor, step: float, n_samples: int) -> torch.Tensor:
+    """How many of uniform_samples' distances lie before t_far, per ray (its validity mask, counted)."""
+    return ((t_far - t_near) / step - 0.5).ceil().clamp_(0, n_samples).long()
+
+
 def uniform_samples(t_near: torch.Tensor, t_far: torch.Tensor, step: float, n_samples: int):
     """Evenly spaced sample distances (R, S) starting half a step inside the box, and their validity mask."""
     i = torch.arange(n_samples, device=t_near.device, dtype=t_near.dtype)
@@ -66,8 +76,7 @@ def dense_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weig
     Returns colour (R, C) before the background, opacity (R,), depth (R,), weights (R, S), valid (R, S).
     """
     t_near, t_far = ray_box_intersect(o, d)
-    n_samples = int(math.ceil(2 * math.sqrt(3) / step)) + 1
-    t, valid = uniform_samples(t_near, t_far, step, n_samples)
+    t, valid = uniform_samples(t_near, t_far, step, max_samples(step))
     pts = o[:, None, :] + t[..., None] * d[:, None, :]
     sigma = field.density(pts.reshape(-1, 3)).view(t.shape) * valid
     w = compositing_weights(sigma, step)
@@ -124,7 +133,7 @@ def occupied_samples(o, d, t_near, t_far, step: float, n_samples: int, fine: tor
     coarse grid, then each surviving sample against the fine grid. Returns (ray index (P,), distance t (P,),
     point (P, 3), number of samples inside the box).
     """
-    n_in = ((t_far - t_near) / step - 0.5).ceil().clamp_(0, n_samples).long()     # samples with t < t_far
+    n_in = samples_inside(t_near, t_far, step, n_samples)
     n_valid = n_in.sum()
     if fine is None or bool(coarse.all()):
         ray_idx, smp_idx = (torch.arange(n_samples, device=o.device)[None] < n_in[:, None]).nonzero(as_tuple=True)
@@ -167,8 +176,7 @@ def packed_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, wei
         return dense_render_rays(field, o, d, step, weight_threshold, far_depth)
     n_rays = o.shape[0]
     t_near, t_far = ray_box_intersect(o, d)
-    n_samples = int(math.ceil(2 * math.sqrt(3) / step)) + 1
-    ray_idx, t, pts, n_valid = occupied_samples(o, d, t_near, t_far, step, n_samples, fine, coarse)
+    ray_idx, t, pts, n_valid = occupied_samples(o, d, t_near, t_far, step, max_samples(step), fine, coarse)
     if early_stop:
         with torch.no_grad():
             tau0 = field.density(pts) * step
@@ -197,9 +205,10 @@ def fast_render_rays(field, o, d, step, weight_threshold=1e-4, far_depth=10.0, o
     return packed_render_rays(field, o, d, step, weight_threshold, far_depth, occupancy)
 
 
-def _fused(field, o, d, step, weight_threshold=1e-4, far_depth=10.0, occupancy=None):
+def _fused(*args, **kwargs):
+    """The fused C++ renderer (sjc.fused imports this module, so it is looked up on call)."""
     from .fused import fused_render_rays
-    return fused_render_rays(field, o, d, step, weight_threshold, far_depth, occupancy)
+    return fused_render_rays(*args, **kwargs)
 
 
 # names listed in config.RENDERER_NAMES; "fast" picks fused or packed

@@ -40,13 +40,18 @@ def paas_vs_sqrt2_score(prior, x, s, cond, g, num_noise):
     return paas_score, score_sqrt2
 
 
+def random_set_prior(n: int, size: int, seed: int):
+    """A closed-form prior over n random images, its conditioning, a random x and the generator used."""
+    g = torch.Generator().manual_seed(seed)
+    ys = torch.rand(n, 3, size, size, generator=g) * 2 - 1
+    prior = ClosedFormPrior(resolution=size, images=ys)
+    cond = prior.cond("set")
+    return prior, cond, torch.rand(1, 3, size, size, generator=g) * 2 - 1, g
+
+
 def test_sqrt2_sigma_identity_single_image():
     """For one training image y, PAAS(x, σ) = (y − x)/σ² = 2 · score of p at √2σ, exactly."""
-    g = torch.Generator().manual_seed(1)
-    y = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
-    prior = ClosedFormPrior(resolution=8, images=y)
-    cond = prior.cond("anything")
-    x = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
+    prior, cond, x, g = random_set_prior(1, 8, seed=1)
     for s in (0.1, 0.5, 2.0):
         paas_score, score_sqrt2 = paas_vs_sqrt2_score(prior, x, s, cond, g, 4)
         ratio = (paas_score.norm() / score_sqrt2.norm()).item()
@@ -74,11 +79,7 @@ def _same_noise_call(fn, prior, x, sigma, cond, seed=3, k=1):
 
 
 def test_guidance_forms_relations():
-    g = torch.Generator().manual_seed(4)
-    ys = torch.rand(6, 3, 4, 4, generator=g) * 2 - 1
-    prior = ClosedFormPrior(resolution=4, images=ys)
-    cond = prior.cond("x")
-    x = torch.rand(1, 3, 4, 4, generator=g) * 2 - 1
+    prior, cond, x, g = random_set_prior(6, 4, seed=4)
     sigma = torch.tensor(0.8)
     vr = _same_noise_call(GRADIENTS["paas"], prior, x, sigma, cond)
     plain = _same_noise_call(GRADIENTS["paas-plain"], prior, x, sigma, cond)
