@@ -183,7 +183,7 @@ def time_renderer_steps(run, renderer: str, rounds: int, every: int) -> dict:
             sjc_step(r, i)
         times.append((time.perf_counter() - t0) / every)
     mem = _saved_bytes(lambda: sjc_step(r, 1))
-    samples = r.render(sample_train_cameras(1, cfg.camera, gen)).weights.numel()
+    samples = int(r.render(sample_train_cameras(1, cfg.camera, gen)).n_evaluated)
     med = statistics.median(times)
     return {"seconds_per_step": med, "steps_per_second": 1 / med, "repeats": times,
             "samples_per_step": samples, "samples_per_second": samples / med,

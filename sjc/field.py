@@ -16,6 +16,11 @@ def inverse_colour(value: float, pixel_space: bool) -> float:
     return math.log(p / (1 - p))
 
 
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last_3d if t.is_contiguous(memory_format=torch.channels_last_3d) and t.shape[1] > 1 \
+        else torch.contiguous_format
+
+
 class VoxelField(nn.Module):
     """Density grid (1 channel) and appearance grid (C channels) on [-1, 1]^3, plus a 4x4 background."""
 
@@ -28,7 +33,8 @@ class VoxelField(nn.Module):
         self.density_raw = nn.Parameter(torch.zeros(1, 1, n, n, n, device=device))
         app = (torch.randn(1, channels, n, n, n, generator=generator).to(device) if appearance_init == "randn"
                else torch.zeros(1, channels, n, n, n, device=device))
-        self.appearance_raw = nn.Parameter(app)
+        # Stored channels-last: a trilinear lookup reads each corner's channels as one contiguous run.
+        self.appearance_raw = nn.Parameter(app.contiguous(memory_format=torch.channels_last_3d))
         self.d_scale = nn.Parameter(torch.zeros((), device=device))
         bg = inverse_colour(background_init, pixel_space)
         self.background_raw = nn.Parameter(torch.full((1, channels, 4, 4), bg, device=device))
@@ -110,5 +116,5 @@ class VoxelField(nn.Module):
         for name in ("density_raw", "appearance_raw"):
             old = getattr(self, name)
             new = F.interpolate(old.data, size=(grid_size,) * 3, mode="trilinear", align_corners=True)
-            setattr(self, name, nn.Parameter(new))
+            setattr(self, name, nn.Parameter(new.contiguous(memory_format=_layout(old))))
         self.occupancy = torch.ones((grid_size,) * 3, dtype=torch.bool, device=self.occupancy.device)

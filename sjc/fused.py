@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .render import EARLY_STOP_TRANSMITTANCE, max_samples, ray_box_intersect, samples_inside
+from .render import EARLY_STOP_TRANSMITTANCE, RayBatch, max_samples, ray_box_intersect, samples_inside
 
 _EXT = None
 _FAILED = False
@@ -26,7 +26,7 @@ def extension():
             from torch.utils.cpp_extension import load
             src = Path(__file__).resolve().parent / "csrc" / "volrend.cpp"
             os.environ.setdefault("MAX_JOBS", "2")
-            _EXT = load("sjc_volrend", [str(src)], extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"],
+            _EXT = load("sjc_volrend", [str(src)], extra_cflags=["-O3", "-fno-math-errno", "-fopenmp"], extra_ldflags=["-fopenmp"],
                         verbose=False)
         except Exception as e:   # no compiler, no ninja, …: the pure-PyTorch renderer still works
             _FAILED = True
@@ -40,45 +40,63 @@ def available() -> bool:
 
 
 class FusedVolumeRender(torch.autograd.Function):
-    """(density raw, appearance raw, d_scale) → (rgb (R, C), opacity (R), Σ w·t (R), weights (R, S))."""
+    """(density raw, appearance raw, d_scale) → (rgb (R, C), opacity (R), Σ w·t (R), Σ log(1 + s·w) (R), evaluated (R))."""
 
     @staticmethod
-    def forward(ctx, raw, app, d_scale, o, d, t_near, n_in, occ, shift, step, thr, pixel_space, max_samples):
-        n, c = raw.shape[-1], app.shape[1]
-        raw3, app2 = raw.detach().reshape(n, n, n).contiguous(), app.detach().reshape(c, -1).contiguous()
+    def forward(ctx, raw, app, d_scale, o, d, t_near, n_in, occ, shift, step, thr, pixel_space, emp_scale,
+                max_samples, save):
+        n = raw.shape[-1]
+        raw3 = raw.detach().reshape(n, n, n).contiguous()
+        app2 = channels_last(app.detach())
         ds_exp = math.exp(float(d_scale))
-        consts = (ds_exp, shift, step, thr, EARLY_STOP_TRANSMITTANCE, pixel_space)
-        rgb, opacity, depth, weights, count = extension().forward(o, d, t_near, n_in, raw3, app2, occ, *consts,
-                                                                    max_samples)
-        ctx.save_for_backward(raw3, app2, o, d, t_near, n_in, occ)
-        ctx.consts, ctx.shapes = consts, (raw.shape, app.shape)
-        return rgb, opacity, depth, weights
+        rgb, opacity, wt, empty, count, records, colours = extension().forward(
+            o, d, t_near, n_in, raw3, app2, occ, ds_exp, shift, step, thr, EARLY_STOP_TRANSMITTANCE, pixel_space,
+            emp_scale, max_samples, save)
+        ctx.save_for_backward(raw3, app2, o, d, t_near, n_in, count, records, colours)
+        ctx.consts, ctx.shapes = (ds_exp, shift, step, thr, pixel_space, emp_scale), (raw.shape, app.shape)
+        ctx.mark_non_differentiable(count)
+        return rgb, opacity, wt, empty, count
 
     @staticmethod
-    def backward(ctx, g_rgb, g_op, g_dep, g_w):
-        raw3, app2, o, d, t_near, n_in, occ = ctx.saved_tensors
+    def backward(ctx, g_rgb, g_op, g_dep, g_emp, _):
+        raw3, app2, o, d, t_near, n_in, count, records, colours = ctx.saved_tensors
+        if records.shape[0] == 0:
+            raise RuntimeError("the fused renderer ran without recording its samples (save=False); cannot backpropagate")
         n_rays = o.shape[0]
-        # An output that did not reach the loss has no gradient: pass zeros (a 0-wide one for the weights).
-        g_rgb = torch.zeros(n_rays, app2.shape[0]) if g_rgb is None else g_rgb.contiguous()
-        g_op = torch.zeros(n_rays) if g_op is None else g_op.contiguous()
-        g_dep = torch.zeros(n_rays) if g_dep is None else g_dep.contiguous()
-        g_w = torch.zeros(n_rays, 0) if g_w is None else g_w.contiguous()
-        g_raw, g_app, g_ds = extension().backward(g_rgb, g_op, g_dep, g_w, o, d, t_near, n_in, raw3, app2, occ,
-                                                  *ctx.consts)
+        # An output that did not reach the loss has no gradient: pass zeros.
+        g_rgb = torch.zeros(n_rays, app2.shape[1]) if g_rgb is None else g_rgb.contiguous()
+        g_op, g_dep, g_emp = (torch.zeros(n_rays) if g is None else g.contiguous() for g in (g_op, g_dep, g_emp))
+        g_raw, g_app, g_ds = extension().backward(g_rgb, g_op, g_dep, g_emp, o, d, t_near, n_in, raw3, app2, count,
+                                                  records, colours, *ctx.consts)
         raw_shape, app_shape = ctx.shapes
-        return (g_raw.view(raw_shape), g_app.view(app_shape), g_ds, *([None] * 10))
+        n = raw_shape[-1]
+        # The appearance gradient comes back channels-last, the layout of the field's appearance grid.
+        g_app = g_app.view(1, n, n, n, app_shape[1]).permute(0, 4, 1, 2, 3)
+        return (g_raw.view(raw_shape), g_app, g_ds, *([None] * 12))
+
+
+def channels_last(app: torch.Tensor) -> torch.Tensor:
+    """(1, C, N, N, N) appearance grid → (N³, C) with each voxel's channels adjacent (a view when stored so)."""
+    c = app.shape[1]
+    return app.permute(0, 2, 3, 4, 1).reshape(-1, c).contiguous()
 
 
 def fused_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weight_threshold: float = 1e-4,
-                      far_depth: float = 10.0, occupancy: tuple | None = None):
-    """The dense renderer's result from one fused C++ pass per ray (CPU, float32), early termination included."""
+                      far_depth: float = 10.0, occupancy: tuple | None = None, emptiness_scale: float = 10.0):
+    """The dense renderer's result from one fused C++ pass per ray (CPU, float32), early termination included.
+
+    Per-sample weights are never materialised: the emptiness regulariser's sum is taken in the same pass.
+    """
     n_samples = max_samples(step)
     t_near, t_far = ray_box_intersect(o, d)
     n_in = samples_inside(t_near, t_far, step, n_samples)
     occ = occupancy[0].contiguous() if occupancy is not None and not bool(occupancy[1].all()) else \
         torch.empty(0, dtype=torch.bool)
-    rgb, opacity, wt, weights = FusedVolumeRender.apply(
+    save = torch.is_grad_enabled() and any(p.requires_grad for p in (field.density_raw, field.appearance_raw,
+                                                                      field.d_scale))
+    rgb, opacity, wt, empty, count = FusedVolumeRender.apply(
         field.density_raw, field.appearance_raw, field.d_scale, o.contiguous(), d.contiguous(), t_near.contiguous(),
-        n_in, occ, float(field.density_shift), float(step), float(weight_threshold), bool(field.pixel_space), n_samples)
+        n_in, occ, float(field.density_shift), float(step), float(weight_threshold), bool(field.pixel_space),
+        float(emptiness_scale), n_samples, save)
     depth = wt + (1 - opacity) * far_depth
-    return rgb, opacity, depth, weights, n_in.sum()
+    return RayBatch(rgb, opacity, depth, None, n_in.sum(), count.sum(), empty.sum())

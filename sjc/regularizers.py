@@ -4,9 +4,14 @@ from __future__ import annotations
 import torch
 
 
+def emptiness_sum(weights: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
+    """Σ log(1 + scale·w) over ray samples: the emptiness loss's numerator (samples with w = 0 add nothing)."""
+    return torch.log1p(scale * weights).sum()
+
+
 def emptiness_loss(weights: torch.Tensor, n_samples: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
     """Mean over the ray samples inside the box of log(1 + scale·w); `weights` may omit samples whose w is 0."""
-    return torch.log1p(scale * weights).sum() / n_samples.clamp_min(1)
+    return emptiness_sum(weights, scale) / n_samples.clamp_min(1)
 
 
 def emptiness_weight(base: float, step: int, switch_step: int, mult: float) -> float:

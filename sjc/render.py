@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import torch
 
 from .cameras import Cameras, camera_rays
+from .regularizers import emptiness_sum
 
 
 def ray_box_intersect(o: torch.Tensor, d: torch.Tensor, lo: float = -1.0, hi: float = 1.0):
@@ -50,18 +52,33 @@ def segment_exclusive_cumsum(x: torch.Tensor, ray_idx: torch.Tensor, n_rays: int
     return (cs - cs[first.clamp_max(max(x.shape[0] - 1, 0))][ray_idx]).to(x.dtype)
 
 
+class RayBatch(NamedTuple):
+    """What a renderer returns for a batch of rays (R of them)."""
+    rgb: torch.Tensor                      # (R, C) colour before the background
+    opacity: torch.Tensor                  # (R,) Σ w
+    depth: torch.Tensor                    # (R,) Σ w·t + (1 − Σ w)·far
+    weights: Optional[torch.Tensor]        # every evaluated sample's w (None where never materialised)
+    n_inside: torch.Tensor                 # samples inside the box (the emptiness loss's denominator)
+    n_evaluated: torch.Tensor              # samples whose density was evaluated
+    emptiness: Optional[torch.Tensor] = None   # Σ log(1 + s·w), where the renderer sums it itself
+
+
 @dataclass
 class RenderOutput:
-    """A rendered batch: image (B, C, H, W), opacity and depth (B, 1, H, W), per-sample weights and their count.
+    """A rendered batch: image (B, C, H, W), opacity and depth (B, 1, H, W), the emptiness sum and sample counts.
 
-    weights holds every sample's w (dense: (R, S), zero outside the box; packed: only the evaluated
-    samples); n_samples counts the samples inside the box, the emptiness loss's denominator.
+    emptiness is Σ log(1 + s·w) over the samples (the emptiness loss's numerator, differentiable);
+    n_samples counts the samples inside the box (its denominator) and n_evaluated those whose density
+    was computed. weights holds every evaluated sample's w (dense: (R, S), zero outside the box; packed:
+    only the evaluated samples; fused: None, never materialised).
     """
     image: torch.Tensor
     opacity: torch.Tensor
     depth: torch.Tensor
-    weights: torch.Tensor
+    weights: Optional[torch.Tensor]
     n_samples: torch.Tensor
+    emptiness: torch.Tensor
+    n_evaluated: torch.Tensor
 
 
 def sample_step(grid_size: int, step_ratio: float) -> float:
@@ -73,7 +90,7 @@ def dense_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weig
                       far_depth: float = 10.0):
     """The straightforward renderer: every sample's density, colour only where w > threshold.
 
-    Returns colour (R, C) before the background, opacity (R,), depth (R,), weights (R, S), valid (R, S).
+    Returns a RayBatch with weights (R, S), zero outside the box.
     """
     t_near, t_far = ray_box_intersect(o, d)
     t, valid = uniform_samples(t_near, t_far, step, max_samples(step))
@@ -92,7 +109,8 @@ def dense_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weig
         rgb = rgb.index_add(0, ray_idx, w[ray_idx, smp_idx, None] * col)
     opacity = w.sum(-1)
     depth = (w * t).sum(-1) + (1 - opacity) * far_depth
-    return rgb, opacity, depth, w, valid.sum()
+    n_valid = valid.sum()
+    return RayBatch(rgb, opacity, depth, w, n_valid, n_valid)
 
 
 @torch.no_grad()
@@ -191,17 +209,17 @@ def packed_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, wei
     rgb = torch.zeros(n_rays, col.shape[1], device=o.device, dtype=col.dtype).index_add(0, ray_idx[keep], w[keep, None] * col)
     opacity = torch.zeros(n_rays, device=o.device, dtype=w.dtype).index_add(0, ray_idx, w)
     depth = torch.zeros_like(opacity).index_add(0, ray_idx, w * t) + (1 - opacity) * far_depth
-    return rgb, opacity, depth, w, n_valid
+    return RayBatch(rgb, opacity, depth, w, n_valid, torch.tensor(w.shape[0]))
 
 
-def fast_render_rays(field, o, d, step, weight_threshold=1e-4, far_depth=10.0, occupancy=None):
+def fast_render_rays(field, o, d, step, weight_threshold=1e-4, far_depth=10.0, occupancy=None, emptiness_scale=10.0):
     """The fastest renderer here: on CPU the fused C++ kernel (else the packed one); on CUDA the dense one,
     whose step has no host synchronisation (packing needs nonzero(), which waits for the GPU)."""
     if o.device.type != "cpu":
         return dense_render_rays(field, o, d, step, weight_threshold, far_depth)
     from . import fused
     if o.dtype == torch.float32 and fused.available():
-        return fused.fused_render_rays(field, o, d, step, weight_threshold, far_depth, occupancy)
+        return fused.fused_render_rays(field, o, d, step, weight_threshold, far_depth, occupancy, emptiness_scale)
     return packed_render_rays(field, o, d, step, weight_threshold, far_depth, occupancy)
 
 
@@ -214,30 +232,36 @@ def _fused(*args, **kwargs):
 # names listed in config.RENDERER_NAMES; "fast" picks fused or packed
 RENDERERS = {"fast": fast_render_rays, "fused": _fused, "packed": packed_render_rays, "dense": dense_render_rays}
 OCCUPANCY_RENDERERS = ("fast", "fused", "packed")
+EMPTINESS_RENDERERS = ("fast", "fused")   # those that can sum the emptiness regulariser in their own pass
 
 
 def render(field, cams: Cameras, height: int, width: int, step_ratio: float = 0.5, weight_threshold: float = 1e-4,
-           far_depth: float = 10.0, renderer: str = "dense", subpixel: int = 1, chunk: int | None = None) -> RenderOutput:
+           far_depth: float = 10.0, renderer: str = "dense", subpixel: int = 1, chunk: int | None = None,
+           emptiness_scale: float = 10.0) -> RenderOutput:
     """Render a batch of views; subpixel > 1 averages s×s rays per output pixel (the 'subpixel' final render)."""
     o, d = camera_rays(cams, height, width, subpixel)
     b, hs, ws, _ = o.shape
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     fn = RENDERERS[renderer]
     kw = {"occupancy": field.occupancy_grid()} if renderer in OCCUPANCY_RENDERERS else {}
+    if renderer in EMPTINESS_RENDERERS:
+        kw["emptiness_scale"] = emptiness_scale
     step = sample_step(field.grid_size, step_ratio)
     chunk = chunk or o.shape[0]
-    outs = [fn(field, o[i:i + chunk], d[i:i + chunk], step, weight_threshold, far_depth, **kw)
+    outs = [RayBatch(*fn(field, o[i:i + chunk], d[i:i + chunk], step, weight_threshold, far_depth, **kw))
             for i in range(0, o.shape[0], chunk)]
+    outs = [x if x.emptiness is not None else x._replace(emptiness=emptiness_sum(x.weights, emptiness_scale))
+            for x in outs]
     if len(outs) == 1:
-        rgb, opacity, depth, w, n_valid = outs[0]
+        rgb, opacity, depth, w, n_valid, n_eval, empty = outs[0]
     else:
         rgb, opacity, depth = (torch.cat(x, 0) for x in list(zip(*outs))[:3])
-        w = torch.cat([x[3].reshape(-1) for x in outs])
-        n_valid = sum(x[4] for x in outs)
+        w = None if outs[0].weights is None else torch.cat([x.weights.reshape(-1) for x in outs])
+        n_valid, n_eval, empty = (sum(getattr(x, k) for x in outs) for k in ("n_inside", "n_evaluated", "emptiness"))
     image = rgb + (1 - opacity)[:, None] * field.background(d)
 
     def to_img(x):
         x = x.view(b, hs, ws, -1).permute(0, 3, 1, 2)
         return torch.nn.functional.avg_pool2d(x, subpixel) if subpixel > 1 else x
 
-    return RenderOutput(to_img(image), to_img(opacity[:, None]), to_img(depth[:, None]), w, n_valid)
+    return RenderOutput(to_img(image), to_img(opacity[:, None]), to_img(depth[:, None]), w, n_valid, empty, n_eval)

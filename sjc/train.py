@@ -14,7 +14,7 @@ from .config import RunConfig, resolve_defaults
 from .field import VoxelField
 from .guidance import OracleGuide, ScoreGuide, prompt_variants, view_prompt
 from .priors import Prior, load_prior, train_sigmas
-from .regularizers import center_depth_loss, emptiness_loss, emptiness_weight
+from .regularizers import center_depth_loss, emptiness_weight
 from .render import render
 
 
@@ -39,7 +39,7 @@ class Run:
         """Render views with the run's renderer settings (at the prior's resolution unless given)."""
         r, res = self.cfg.render, resolution or self.resolution
         return render(self.field, cams, res, res, r.step_ratio, r.weight_threshold, r.far_depth, r.renderer,
-                      subpixel, chunk)
+                      subpixel, chunk, self.cfg.reg.emptiness_scale)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,7 +102,7 @@ def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     out = run.render(cams)
     grad = run.guide(out.image.detach(), cams, prompt, run.generators["noise"])   # 2D score, no U-Net Jacobian
     lam = emptiness_weight(cfg.reg.emptiness_weight, step, cfg.reg.emptiness_mult_step, cfg.reg.emptiness_mult)
-    empty = emptiness_loss(out.weights, out.n_samples, cfg.reg.emptiness_scale)
+    empty = out.emptiness / out.n_samples.clamp_min(1)   # regularizers.emptiness_loss, summed by the renderer
     reg = lam * empty
     if cfg.reg.center_depth_weight:
         reg = reg + cfg.reg.center_depth_weight * center_depth_loss(out.depth, cfg.render.far_depth)

@@ -12,7 +12,6 @@ import torch
 
 from sjc.cameras import orbit_cameras
 from sjc.field import VoxelField
-from sjc.regularizers import emptiness_loss
 from sjc.render import (coarse_occupancy, occupancy_from_density, occupied_samples, ray_box_intersect, render,
                         sample_step, segment_exclusive_cumsum)
 from sjc.toyworld import voxel_centres
@@ -36,7 +35,7 @@ def both(field, res=16, fast="fast"):
         field.zero_grad()
         out = render(field, cams(), res, res, renderer=r)
         loss = (out.image.square().sum() + 0.1 * out.depth.sum()
-                + 100 * emptiness_loss(out.weights, out.n_samples))
+                + 100 * out.emptiness / out.n_samples)
         loss.backward()
         res_out["fast" if r == fast else r] = (out, field.density_raw.grad.clone(), field.appearance_raw.grad.clone(),
                                                field.d_scale.grad.clone())

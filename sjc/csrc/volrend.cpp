@@ -1,36 +1,56 @@
 // Fused CPU volume rendering of the voxel field: one pass per ray over the dense renderer's samples,
-// trilinear density and colour, alpha compositing, early termination, and the exact backward pass.
-// The maths is sjc/render.py's dense_render_rays; this only removes the per-sample tensor traffic.
+// trilinear density and colour, alpha compositing, the emptiness regulariser, early termination, and
+// the exact backward pass. The maths is sjc/render.py's dense_render_rays and sjc/regularizers.py's
+// emptiness_loss; this only removes the per-sample tensor traffic.
+//
+// Layouts: density (N^3) indexed [z][y][x]; appearance channels-last (N^3, C), so the C values of a
+// corner are one contiguous read. The forward pass records each evaluated sample (index along the ray,
+// raw density, exp(-τ), transmittance before it) so the backward pass does not march again.
 #include <torch/extension.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace {
 
-struct Trilinear {
-  int64_t idx[8];
+constexpr int64_t kRayChunk = 16;   // rays per OpenMP work item (static, so results do not depend on timing)
+
+// A world point in [-1, 1]^3 on an N^3 grid (align_corners=True): its nearest voxel (the cell the
+// occupancy test reads) and its trilinear corners, the first corner's flat index and the fractional
+// offsets; the 8 corners are base + {0, 1} + {0, N} + {0, N^2}.
+struct Corner {
+  int32_t cell, base;
+  float fx, fy, fz;
+};
+
+inline Corner corner_of(float px, float py, float pz, int64_t n) {
+  const float s = 0.5f * (n - 1), hi = float(n - 1);
+  const float x = std::min(std::max((px + 1.f) * s, 0.f), hi);
+  const float y = std::min(std::max((py + 1.f) * s, 0.f), hi);
+  const float z = std::min(std::max((pz + 1.f) * s, 0.f), hi);
+  const int32_t m = int32_t(n), cx = int32_t(x + 0.5f), cy = int32_t(y + 0.5f), cz = int32_t(z + 0.5f);
+  const int32_t x0 = std::min(int32_t(x), m - 2), y0 = std::min(int32_t(y), m - 2), z0 = std::min(int32_t(z), m - 2);
+  return {(cz * m + cy) * m + cx, (z0 * m + y0) * m + x0, x - x0, y - y0, z - z0};
+}
+
+struct Weights8 {
+  int32_t idx[8];
   float w[8];
 };
 
-// Corners and weights of a world point in [-1, 1]^3 on an N^3 grid indexed [z][y][x] (align_corners=True).
-inline Trilinear corners(float px, float py, float pz, int64_t n) {
-  const float s = 0.5f * (n - 1);
-  float x = std::min(std::max((px + 1.f) * s, 0.f), float(n - 1));
-  float y = std::min(std::max((py + 1.f) * s, 0.f), float(n - 1));
-  float z = std::min(std::max((pz + 1.f) * s, 0.f), float(n - 1));
-  int64_t x0 = std::min<int64_t>(int64_t(x), n - 2), y0 = std::min<int64_t>(int64_t(y), n - 2),
-          z0 = std::min<int64_t>(int64_t(z), n - 2);
-  float fx = x - x0, fy = y - y0, fz = z - z0;
-  Trilinear t;
+inline Weights8 expand(const Corner& c, int64_t n) {
+  Weights8 t;
+  const int32_t dy = int32_t(n), dz = int32_t(n * n);
+  const float gx[2] = {1.f - c.fx, c.fx}, gy[2] = {1.f - c.fy, c.fy}, gz[2] = {1.f - c.fz, c.fz};
   int k = 0;
-  for (int dz = 0; dz < 2; ++dz)
-    for (int dy = 0; dy < 2; ++dy)
-      for (int dx = 0; dx < 2; ++dx, ++k) {
-        t.idx[k] = ((z0 + dz) * n + (y0 + dy)) * n + (x0 + dx);
-        t.w[k] = (dz ? fz : 1.f - fz) * (dy ? fy : 1.f - fy) * (dx ? fx : 1.f - fx);
+  for (int a = 0; a < 2; ++a)
+    for (int b = 0; b < 2; ++b)
+      for (int e = 0; e < 2; ++e, ++k) {
+        t.idx[k] = c.base + a * dz + b * dy + e;
+        t.w[k] = gz[a] * gy[b] * gx[e];
       }
   return t;
 }
@@ -38,158 +58,204 @@ inline Trilinear corners(float px, float py, float pz, int64_t n) {
 inline float softplus(float v) { return v > 20.f ? v : std::log1p(std::exp(v)); }
 inline float sigmoid(float v) { return 1.f / (1.f + std::exp(-v)); }
 
-struct Sample {
-  Trilinear tri;
-  float t, raw, e, trans, w;   // e = exp(-τ), the sample's transmittance factor
-  bool kept;
+// A sample's record, written by the forward pass for the backward one.
+struct Record {
+  float i, raw, e, trans;   // index along the ray, raw density, exp(-τ), transmittance before the sample
 };
 
-// March one ray: fills `s` with its evaluated samples (in order) until the transmittance drops below `t_min`.
-inline void march(const float* o, const float* d, float t_near, int64_t n_in, const float* raw, const bool* occ,
-                  int64_t n, float ds_exp, float shift, float step, float thr, float t_min, std::vector<Sample>& s) {
-  s.clear();
-  float trans = 1.f;
-  for (int64_t i = 0; i < n_in; ++i) {
-    const float t = t_near + (i + 0.5f) * step;
-    const float px = o[0] + t * d[0], py = o[1] + t * d[1], pz = o[2] + t * d[2];
-    Trilinear tri = corners(px, py, pz, n);
-    if (occ) {
-      const float sc = 0.5f * (n - 1);
-      int64_t cx = std::min<int64_t>(std::max<int64_t>(std::lround((px + 1.f) * sc), 0), n - 1);
-      int64_t cy = std::min<int64_t>(std::max<int64_t>(std::lround((py + 1.f) * sc), 0), n - 1);
-      int64_t cz = std::min<int64_t>(std::max<int64_t>(std::lround((pz + 1.f) * sc), 0), n - 1);
-      if (!occ[(cz * n + cy) * n + cx]) continue;
+struct Params {
+  const float *o, *d, *t_near, *raw, *app;
+  const int64_t* n_in;
+  const bool* occ;
+  int64_t n, C;
+  float ds_exp, shift, step, thr, t_min, emp_scale;
+  bool pixel_space;
+};
+
+// Activated colour of the channels at a lookup into `col`; `act` gets d(colour)/d(raw) per channel.
+// NC > 0 fixes the channel count at compile time (unrolled loops); NC = 0 reads it from p.C.
+template <int NC>
+inline void colour(const Params& p, const Weights8& t, float* col, float* act) {
+  const int64_t C = NC > 0 ? NC : p.C;
+  for (int64_t c = 0; c < C; ++c) col[c] = 0.f;
+  for (int k = 0; k < 8; ++k) {
+    const float* a = p.app + int64_t(t.idx[k]) * C;
+    for (int64_t c = 0; c < C; ++c) col[c] += t.w[k] * a[c];
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    if (p.pixel_space) {
+      const float sg = sigmoid(col[c]);
+      col[c] = 2.f * sg - 1.f;
+      act[c] = 2.f * sg * (1.f - sg);
+    } else {
+      act[c] = 1.f;
     }
-    float r = 0.f;
-    for (int k = 0; k < 8; ++k) r += tri.w[k] * raw[tri.idx[k]];
-    const float tau = softplus(r * ds_exp + shift) * step;
-    const float e = std::exp(-tau);
-    const float w = (1.f - e) * trans;
-    s.push_back({tri, t, r, e, trans, w, w > thr});
-    trans *= e;
-    if (trans < t_min) break;
   }
 }
 
-inline float colour(const float* app, int64_t n3, int c, const Trilinear& tri, bool pixel_space, float* act_grad) {
-  float a = 0.f;
-  for (int k = 0; k < 8; ++k) a += tri.w[k] * app[c * n3 + tri.idx[k]];
-  if (!pixel_space) {
-    *act_grad = 1.f;
-    return a;
-  }
-  const float sg = sigmoid(a);
-  *act_grad = 2.f * sg * (1.f - sg);
-  return 2.f * sg - 1.f;
+constexpr int kMaxC = 16;
+
+// Run f with the channel count as a compile-time constant for the common cases (3: RGB, 4: SD latents).
+template <class F>
+inline void dispatch_channels(int64_t C, F&& f) {
+  if (C == 3) f(std::integral_constant<int, 3>{});
+  else if (C == 4) f(std::integral_constant<int, 4>{});
+  else f(std::integral_constant<int, 0>{});
 }
 
 }  // namespace
 
-// Returns rgb (R, C), opacity (R), Σ w·t (R), weights (R, S) zero-padded, samples evaluated (R).
+// Returns rgb (R, C), opacity (R), Σ w·t (R), Σ log(1 + s·w) (R), samples evaluated (R), and what the
+// backward pass reads (empty when `save` is false): the records (R, S, 4) and the kept samples' colours (R, S, C).
 std::vector<torch::Tensor> forward(torch::Tensor o, torch::Tensor d, torch::Tensor t_near, torch::Tensor n_in,
                                    torch::Tensor raw, torch::Tensor app, torch::Tensor occ, double ds_exp,
                                    double shift, double step, double thr, double t_min, bool pixel_space,
-                                   int64_t max_samples) {
-  const int64_t R = o.size(0), n = raw.size(-1), C = app.size(0), n3 = n * n * n;
+                                   double emp_scale, int64_t max_samples, bool save) {
+  const int64_t R = o.size(0), n = raw.size(-1), C = app.size(-1);
+  TORCH_CHECK(C <= kMaxC, "the fused renderer supports at most 16 channels");
   auto rgb = torch::zeros({R, C}, o.options());
   auto opacity = torch::zeros({R}, o.options());
   auto depth = torch::zeros({R}, o.options());
-  auto weights = torch::zeros({R, max_samples}, o.options());
+  auto emptiness = torch::zeros({R}, o.options());
   auto count = torch::zeros({R}, n_in.options());
-  const float *po = o.data_ptr<float>(), *pd = d.data_ptr<float>(), *pt = t_near.data_ptr<float>();
-  const int64_t* pn = n_in.data_ptr<int64_t>();
-  const float *praw = raw.data_ptr<float>(), *papp = app.data_ptr<float>();
-  const bool* pocc = occ.numel() ? occ.data_ptr<bool>() : nullptr;
+  auto records = torch::empty({save ? R : 0, max_samples, 4}, o.options());
+  auto colours = torch::empty({save ? R : 0, max_samples, C}, o.options());   // activated colour of kept samples
+  const Params p{o.data_ptr<float>(), d.data_ptr<float>(), t_near.data_ptr<float>(), raw.data_ptr<float>(),
+                 app.data_ptr<float>(), n_in.data_ptr<int64_t>(), occ.numel() ? occ.data_ptr<bool>() : nullptr,
+                 n, C, float(ds_exp), float(shift), float(step), float(thr), float(t_min), float(emp_scale),
+                 pixel_space};
   float *prgb = rgb.data_ptr<float>(), *pop = opacity.data_ptr<float>(), *pdep = depth.data_ptr<float>(),
-        *pw = weights.data_ptr<float>();
+        *pemp = emptiness.data_ptr<float>();
+  Record* prec = save ? reinterpret_cast<Record*>(records.data_ptr<float>()) : nullptr;
+  float* pcol = save ? colours.data_ptr<float>() : nullptr;
   int64_t* pc = count.data_ptr<int64_t>();
-#pragma omp parallel num_threads(at::get_num_threads())
-  {
-    std::vector<Sample> s;
-#pragma omp for schedule(static)
+  const auto rays = [&](auto nc) {
+    constexpr int NC = decltype(nc)::value;
+    const int64_t nch = NC > 0 ? NC : C;   // a compile-time constant for 3 and 4 channels
+#pragma omp parallel for schedule(static, kRayChunk) num_threads(at::get_num_threads())
     for (int64_t r = 0; r < R; ++r) {
-      march(po + 3 * r, pd + 3 * r, pt[r], pn[r], praw, pocc, n, ds_exp, shift, step, thr, t_min, s);
-      float op = 0.f, dep = 0.f;
-      for (size_t j = 0; j < s.size(); ++j) {
-        const Sample& q = s[j];
-        op += q.w;
-        dep += q.w * q.t;
-        pw[r * max_samples + j] = q.w;
-        if (!q.kept) continue;
-        for (int c = 0; c < C; ++c) {
-          float g;
-          prgb[r * C + c] += q.w * colour(papp, n3, c, q.tri, pixel_space, &g);
+      const float *ro = p.o + 3 * r, *rd = p.d + 3 * r;
+      float trans = 1.f, op = 0.f, dep = 0.f, col[kMaxC], act[kMaxC], acc[kMaxC] = {0.f};
+      // Σ log(1 + s·w) as the log of a running product (one log per ray instead of one per sample);
+      // the product is folded into the sum before it could overflow.
+      double emp = 0.0, prod = 1.0;
+      int64_t m = 0;
+      for (int64_t i = 0; i < p.n_in[r]; ++i) {
+        const float t = p.t_near[r] + (i + 0.5f) * p.step;
+        const float px = ro[0] + t * rd[0], py = ro[1] + t * rd[1], pz = ro[2] + t * rd[2];
+        const Corner cn = corner_of(px, py, pz, n);
+        if (p.occ && !p.occ[cn.cell]) continue;
+        const Weights8 tri = expand(cn, n);
+        float rv = 0.f;
+        for (int k = 0; k < 8; ++k) rv += tri.w[k] * p.raw[tri.idx[k]];
+        const float e = std::exp(-softplus(rv * p.ds_exp + p.shift) * p.step);
+        const float w = (1.f - e) * trans;
+        if (prec) prec[r * max_samples + m] = {float(i), rv, e, trans};
+        op += w;
+        dep += w * t;
+        prod *= 1.0 + double(p.emp_scale) * w;
+        if (prod > 1e30) {
+          emp += std::log(prod);
+          prod = 1.0;
         }
+        if (w > p.thr) {
+          colour<NC>(p, tri, col, act);
+          for (int64_t c = 0; c < nch; ++c) acc[c] += w * col[c];
+          if (pcol)
+            for (int64_t c = 0; c < nch; ++c) pcol[(r * max_samples + m) * nch + c] = col[c];
+        }
+        ++m;
+        trans *= e;
+        if (trans < p.t_min) break;
       }
+      for (int64_t c = 0; c < nch; ++c) prgb[r * nch + c] = acc[c];
       pop[r] = op;
       pdep[r] = dep;
-      pc[r] = int64_t(s.size());
+      pemp[r] = float(emp + std::log(prod));
+      pc[r] = m;
     }
-  }
-  return {rgb, opacity, depth, weights, count};
+  };
+  dispatch_channels(C, rays);
+  return {rgb, opacity, depth, emptiness, count, records, colours};
 }
 
-// Gradients of (rgb, opacity, Σ w·t, weights) → (density raw grid, appearance grid, d_scale).
+// Gradients of (rgb, opacity, Σ w·t, Σ log(1 + s·w)) → (density raw (N^3), appearance raw (N^3, C), d_scale).
 // Each thread accumulates into its own grids (static ray split), summed in thread order: deterministic.
-std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, torch::Tensor g_dep, torch::Tensor g_w,
-                                    torch::Tensor o, torch::Tensor d, torch::Tensor t_near, torch::Tensor n_in,
-                                    torch::Tensor raw, torch::Tensor app, torch::Tensor occ, double ds_exp,
-                                    double shift, double step, double thr, double t_min, bool pixel_space) {
-  const int64_t R = o.size(0), n = raw.size(-1), C = app.size(0), n3 = n * n * n, S = g_w.size(1);
+std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, torch::Tensor g_dep,
+                                    torch::Tensor g_emp, torch::Tensor o, torch::Tensor d, torch::Tensor t_near,
+                                    torch::Tensor n_in, torch::Tensor raw, torch::Tensor app, torch::Tensor count,
+                                    torch::Tensor records, torch::Tensor colours, double ds_exp, double shift, double step, double thr,
+                                    bool pixel_space, double emp_scale) {
+  const int64_t R = o.size(0), n = raw.size(-1), C = app.size(-1), n3 = n * n * n, S = records.size(1);
   const int nt = at::get_num_threads();
   auto g_raw = torch::zeros({nt, n3}, o.options());
-  auto g_app = torch::zeros({nt, C * n3}, o.options());
+  auto g_app = torch::zeros({nt, n3 * C}, o.options());
   auto g_ds = torch::zeros({nt}, torch::dtype(torch::kFloat64));
-  const float *po = o.data_ptr<float>(), *pd = d.data_ptr<float>(), *pt = t_near.data_ptr<float>();
-  const int64_t* pn = n_in.data_ptr<int64_t>();
-  const float *praw = raw.data_ptr<float>(), *papp = app.data_ptr<float>();
-  const bool* pocc = occ.numel() ? occ.data_ptr<bool>() : nullptr;
+  const Params p{o.data_ptr<float>(), d.data_ptr<float>(), t_near.data_ptr<float>(), raw.data_ptr<float>(),
+                 app.data_ptr<float>(), n_in.data_ptr<int64_t>(), nullptr, n, C, float(ds_exp), float(shift),
+                 float(step), float(thr), 0.f, float(emp_scale), pixel_space};
   const float *pgr = g_rgb.data_ptr<float>(), *pgo = g_op.data_ptr<float>(), *pgd = g_dep.data_ptr<float>(),
-              *pgw = g_w.data_ptr<float>();
+              *pge = g_emp.data_ptr<float>();
+  const Record* prec = reinterpret_cast<const Record*>(records.data_ptr<float>());
+  const float* pcol = colours.data_ptr<float>();
+  const int64_t* pc = count.data_ptr<int64_t>();
   double* pgds = g_ds.data_ptr<double>();
+  const auto rays = [&](auto nc) {
+    constexpr int NC = decltype(nc)::value;
+    const int64_t nch = NC > 0 ? NC : C;   // a compile-time constant for 3 and 4 channels
 #pragma omp parallel num_threads(nt)
-  {
-    const int tid = omp_get_thread_num();
-    float* graw = g_raw.data_ptr<float>() + tid * n3;
-    float* gapp = g_app.data_ptr<float>() + tid * C * n3;
-    double gds = 0.0;
-    std::vector<Sample> s;
-    std::vector<float> dldw;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < R; ++r) {
-      march(po + 3 * r, pd + 3 * r, pt[r], pn[r], praw, pocc, n, ds_exp, shift, step, thr, t_min, s);
-      dldw.resize(s.size());
-      for (size_t j = 0; j < s.size(); ++j) {
-        const Sample& q = s[j];
-        float g = pgo[r] + pgd[r] * q.t + (int64_t(j) < S ? pgw[r * S + j] : 0.f);
-        if (q.kept) {
-          for (int c = 0; c < C; ++c) {
-            float act_grad;
-            const float col = colour(papp, n3, c, q.tri, pixel_space, &act_grad);
-            const float gr = pgr[r * C + c];
-            g += gr * col;
-            const float ga = gr * q.w * act_grad;   // ∂L/∂(appearance raw) at the sample
-            for (int k = 0; k < 8; ++k) gapp[c * n3 + q.tri.idx[k]] += ga * q.tri.w[k];
+    {
+      const int tid = omp_get_thread_num();
+      float* graw = g_raw.data_ptr<float>() + tid * n3;
+      float* gapp = g_app.data_ptr<float>() + tid * n3 * C;
+      double gds = 0.0;
+#pragma omp for schedule(static, kRayChunk)
+      for (int64_t r = 0; r < R; ++r) {
+        const float *ro = p.o + 3 * r, *rd = p.d + 3 * r, *gr = pgr + r * nch;
+        float suffix = 0.f;   // Σ_{later samples} ∂L/∂w · w
+        for (int64_t j = pc[r] - 1; j >= 0; --j) {
+          const Record& q = prec[r * S + j];
+          const float t = p.t_near[r] + (q.i + 0.5f) * p.step;
+          const float w = (1.f - q.e) * q.trans;
+          float g = pgo[r] + pgd[r] * t + pge[r] * p.emp_scale / (1.f + p.emp_scale * w);   // ∂L/∂w
+          const Weights8 tri = expand(corner_of(ro[0] + t * rd[0], ro[1] + t * rd[1], ro[2] + t * rd[2], n), n);
+          if (w > p.thr) {
+            const float* col = pcol + (r * S + j) * nch;
+            float ga[kMaxC];
+            for (int64_t c = 0; c < nch; ++c) {
+              g += gr[c] * col[c];
+              // ∂L/∂(appearance raw) at the sample; pixel space: d(2·sigmoid − 1) = 2·sg·(1 − sg), sg = (col + 1) / 2
+              const float act = p.pixel_space ? 0.5f * (1.f + col[c]) * (1.f - col[c]) : 1.f;
+              ga[c] = gr[c] * w * act;
+            }
+            for (int k = 0; k < 8; ++k) {
+              float* a = gapp + int64_t(tri.idx[k]) * nch;
+              for (int64_t c = 0; c < nch; ++c) a[c] += ga[c] * tri.w[k];
+            }
           }
+          const float dtau = g * q.trans * q.e - suffix;
+          suffix += g * w;
+          const float y = q.raw * p.ds_exp + p.shift;
+          const float dy = dtau * p.step * sigmoid(y);
+          const float dr = dy * p.ds_exp;
+          for (int k = 0; k < 8; ++k) graw[tri.idx[k]] += dr * tri.w[k];
+          gds += double(dy) * q.raw * p.ds_exp;
         }
-        dldw[j] = g;
       }
-      float suffix = 0.f;   // Σ_{i>j} ∂L/∂w_i · w_i
-      for (int64_t j = int64_t(s.size()) - 1; j >= 0; --j) {
-        const Sample& q = s[j];
-        const float dtau = dldw[j] * q.trans * q.e - suffix;
-        suffix += dldw[j] * q.w;
-        const float y = q.raw * ds_exp + shift;
-        const float dy = dtau * step * sigmoid(y);
-        const float dr = dy * ds_exp;
-        for (int k = 0; k < 8; ++k) graw[q.tri.idx[k]] += dr * q.tri.w[k];
-        gds += double(dy) * q.raw * ds_exp;
-      }
+      pgds[tid] = gds;
     }
-    pgds[tid] = gds;
+  };
+  dispatch_channels(C, rays);
+  if (nt > 1) {   // sum the threads' grids into the first, in thread order, in parallel over cells
+    float *a = g_raw.data_ptr<float>(), *b = g_app.data_ptr<float>();
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t k = 0; k < n3; ++k)
+      for (int t = 1; t < nt; ++t) a[k] += a[t * n3 + k];
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t k = 0; k < n3 * C; ++k)
+      for (int t = 1; t < nt; ++t) b[k] += b[t * n3 * C + k];
   }
-  if (nt == 1) return {g_raw[0], g_app[0].view({C, n3}), g_ds.sum().to(torch::kFloat32)};
-  return {g_raw.sum(0), g_app.sum(0).view({C, n3}), g_ds.sum().to(torch::kFloat32)};
+  return {g_raw[0], g_app[0].view({n3, C}), g_ds.sum().to(torch::kFloat32)};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
