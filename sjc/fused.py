@@ -18,19 +18,37 @@ _EXT = None
 _FAILED = False
 
 
+def _libmvec() -> bool:
+    """glibc's vector maths library with the float exp and log1p variants (x86-64 Linux, glibc >= 2.35)."""
+    import platform
+    lib, version = platform.libc_ver()
+    try:
+        return (platform.system() == "Linux" and platform.machine() == "x86_64" and lib == "glibc"
+                and tuple(int(v) for v in version.split(".")[:2]) >= (2, 35))
+    except ValueError:
+        return False
+
+
 def extension():
     """The compiled kernel module, building it on first use; None where that fails (reported once)."""
     global _EXT, _FAILED
     if _EXT is None and not _FAILED:
-        try:
-            from torch.utils.cpp_extension import load
-            src = Path(__file__).resolve().parent / "csrc" / "volrend.cpp"
-            os.environ.setdefault("MAX_JOBS", "2")
-            _EXT = load("sjc_volrend", [str(src)], extra_cflags=["-O3", "-fno-math-errno", "-fopenmp"], extra_ldflags=["-fopenmp"],
-                        verbose=False)
-        except Exception as e:   # no compiler, no ninja, …: the pure-PyTorch renderer still works
+        from torch.utils.cpp_extension import load
+        src = Path(__file__).resolve().parent / "csrc" / "volrend.cpp"
+        os.environ.setdefault("MAX_JOBS", "2")
+        cflags, ldflags = ["-O3", "-fno-math-errno", "-fopenmp"], ["-fopenmp"]
+        # First with the vector maths library where it should exist, then without it.
+        attempts = ([("sjc_volrend_mvec", ["-DSJC_LIBMVEC"], ["-lmvec"])] if _libmvec() else []) + [("sjc_volrend", [], [])]
+        error = None
+        for name, cf, lf in attempts:
+            try:
+                _EXT = load(name, [str(src)], extra_cflags=cflags + cf, extra_ldflags=ldflags + lf, verbose=False)
+                break
+            except Exception as e:   # no compiler, no ninja, …: the pure-PyTorch renderer still works
+                error = e
+        if _EXT is None:
             _FAILED = True
-            print(f"sjc: warning: the fused CPU renderer could not be built ({str(e).strip().splitlines()[-1][:120]}); "
+            print(f"sjc: warning: the fused CPU renderer could not be built ({str(error).strip().splitlines()[-1][:120]}); "
                   "using the PyTorch renderer")
     return _EXT
 
