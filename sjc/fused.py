@@ -1,7 +1,8 @@
 """The fused CPU renderer: sjc/csrc/volrend.cpp compiled on first use (torch's C++ extension loader, cached).
 
 One C++ pass per ray does what dense_render_rays does with tensors (trilinear density, compositing,
-colour where w > threshold) plus early termination, and an exact hand-written backward pass. Where the
+colour where w > threshold) plus early termination and the emptiness regulariser's sum, recording each
+evaluated sample for an exact hand-written backward pass (which therefore does not march again). Where the
 extension cannot be built (no compiler), `available()` is False and the pure-PyTorch packed renderer is used.
 """
 from __future__ import annotations

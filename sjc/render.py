@@ -235,6 +235,11 @@ OCCUPANCY_RENDERERS = ("fast", "fused", "packed")
 EMPTINESS_RENDERERS = ("fast", "fused")   # those that can sum the emptiness regulariser in their own pass
 
 
+def uses_occupancy(renderer: str, device: torch.device) -> bool:
+    """Whether a renderer skips by the occupancy grid on this device (fast is the dense renderer on CUDA)."""
+    return renderer in OCCUPANCY_RENDERERS and not (renderer == "fast" and device.type != "cpu")
+
+
 def render(field, cams: Cameras, height: int, width: int, step_ratio: float = 0.5, weight_threshold: float = 1e-4,
            far_depth: float = 10.0, renderer: str = "dense", subpixel: int = 1, chunk: int | None = None,
            emptiness_scale: float = 10.0) -> RenderOutput:

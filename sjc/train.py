@@ -15,7 +15,7 @@ from .field import VoxelField
 from .guidance import OracleGuide, ScoreGuide, prompt_variants, view_prompt
 from .priors import Prior, load_prior, train_sigmas
 from .regularizers import center_depth_loss, emptiness_weight
-from .render import render
+from .render import render, uses_occupancy
 
 
 @dataclass
@@ -97,7 +97,7 @@ def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     cams_host = sample_train_cameras(1, cfg.camera, run.generators["camera"])
     cams = cams_host.to(run.device)
     prompt = view_prompt(cfg.prompt, cams_host, cfg.guidance.view_prompts)
-    if cfg.render.renderer != "dense" and step % cfg.render.occupancy_every == 0:
+    if step % cfg.render.occupancy_every == 0 and uses_occupancy(cfg.render.renderer, run.device):
         run.field.refresh_occupancy(cfg.render.occupancy_threshold)
     out = run.render(cams)
     grad = run.guide(out.image.detach(), cams, prompt, run.generators["noise"])   # 2D score, no U-Net Jacobian

@@ -90,6 +90,9 @@ def test_fused_kernel_matches_dense_values_and_gradients(pixel_space, channels):
     for a, b in ((od.image, of.image), (od.opacity, of.opacity)):
         assert (a - b).abs().max() < 2e-4
     assert (od.depth - of.depth).abs().max() < 2e-3
+    # The emptiness sum taken inside the kernel (weights never materialised) is the dense one's.
+    assert of.weights is None and torch.allclose(od.emptiness, of.emptiness, rtol=1e-4)
+    assert 0 < of.n_evaluated <= of.n_samples == od.n_samples
     assert torch.allclose(gd, gf, rtol=1e-3, atol=1e-4) and torch.allclose(ad, af, rtol=1e-3, atol=1e-4)
     assert torch.allclose(sd, sf, rtol=1e-3, atol=1e-3)
 
@@ -180,3 +183,11 @@ def test_trained_field_within_the_stated_tolerance(fast):
     assert (od.image - of.image).abs().max() < IMAGE_TOL
     assert (od.depth - of.depth).abs().max() < 10 * IMAGE_TOL   # depth spans [0, 10]
     assert cosine(gd, gf) > 0.99 and cosine(ad, af) > 0.99
+
+
+def test_occupancy_is_refreshed_only_for_renderers_that_skip_by_it():
+    from sjc.render import uses_occupancy
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")   # a device object needs no GPU
+    assert uses_occupancy("fast", cpu) and uses_occupancy("fused", cpu) and uses_occupancy("packed", cuda)
+    assert not uses_occupancy("fast", cuda)   # fast is the dense renderer on CUDA
+    assert not uses_occupancy("dense", cpu)
