@@ -34,7 +34,6 @@ def extension():
     """The compiled kernel module, building it on first use; None where that fails (reported once)."""
     global _EXT, _FAILED
     if _EXT is None and not _FAILED:
-        from torch.utils.cpp_extension import load
         src = Path(__file__).resolve().parent / "csrc" / "volrend.cpp"
         os.environ.setdefault("MAX_JOBS", "2")
         cflags, ldflags = ["-O3", "-fno-math-errno", "-fopenmp"], ["-fopenmp"]
@@ -42,15 +41,16 @@ def extension():
         attempts = ([("sjc_volrend_mvec", ["-DSJC_LIBMVEC"], ["-lmvec"])] if _libmvec() else []) + [("sjc_volrend", [], [])]
         error = None
         for name, cf, lf in attempts:
-            try:
+            try:   # no compiler, no ninja, no setuptools, …: the pure-PyTorch renderer still works
+                from torch.utils.cpp_extension import load
                 _EXT = load(name, [str(src)], extra_cflags=cflags + cf, extra_ldflags=ldflags + lf, verbose=False)
                 break
-            except Exception as e:   # no compiler, no ninja, …: the pure-PyTorch renderer still works
+            except Exception as e:
                 error = e
         if _EXT is None:
             _FAILED = True
-            print(f"sjc: warning: the fused CPU renderer could not be built ({str(error).strip().splitlines()[-1][:120]}); "
-                  "using the PyTorch renderer")
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[-1][:120]
+            print(f"sjc: warning: the fused CPU renderer could not be built ({reason}); using the PyTorch renderer")
     return _EXT
 
 
@@ -71,24 +71,23 @@ class FusedVolumeRender(torch.autograd.Function):
         rgb, opacity, wt, empty, count, records, colours = extension().forward(
             o, d, t_near, n_in, raw3, app2, occ, ds_exp, shift, step, thr, EARLY_STOP_TRANSMITTANCE, pixel_space,
             emp_scale, max_samples, save)
-        ctx.save_for_backward(raw3, app2, o, d, t_near, n_in, count, records, colours)
+        ctx.save_for_backward(o, d, t_near, count, records, colours)
         ctx.consts, ctx.shapes = (ds_exp, shift, step, thr, pixel_space, emp_scale), (raw.shape, app.shape)
         ctx.mark_non_differentiable(count)
         return rgb, opacity, wt, empty, count
 
     @staticmethod
     def backward(ctx, g_rgb, g_op, g_dep, g_emp, _):
-        raw3, app2, o, d, t_near, n_in, count, records, colours = ctx.saved_tensors
+        o, d, t_near, count, records, colours = ctx.saved_tensors
         if records.shape[0] == 0:
             raise RuntimeError("the fused renderer ran without recording its samples (save=False); cannot backpropagate")
-        n_rays = o.shape[0]
-        # An output that did not reach the loss has no gradient: pass zeros.
-        g_rgb = torch.zeros(n_rays, app2.shape[1]) if g_rgb is None else g_rgb.contiguous()
-        g_op, g_dep, g_emp = (torch.zeros(n_rays) if g is None else g.contiguous() for g in (g_op, g_dep, g_emp))
-        g_raw, g_app, g_ds = extension().backward(g_rgb, g_op, g_dep, g_emp, o, d, t_near, n_in, raw3, app2, count,
-                                                  records, colours, *ctx.consts)
         raw_shape, app_shape = ctx.shapes
-        n = raw_shape[-1]
+        n, n_rays = raw_shape[-1], o.shape[0]
+        # An output that did not reach the loss has no gradient: pass zeros.
+        g_rgb = torch.zeros(n_rays, app_shape[1]) if g_rgb is None else g_rgb.contiguous()
+        g_op, g_dep, g_emp = (torch.zeros(n_rays) if g is None else g.contiguous() for g in (g_op, g_dep, g_emp))
+        g_raw, g_app, g_ds = extension().backward(g_rgb, g_op, g_dep, g_emp, o, d, t_near, count, records, colours,
+                                                  n, app_shape[1], *ctx.consts)
         # The appearance gradient comes back channels-last, the layout of the field's appearance grid.
         g_app = g_app.view(1, n, n, n, app_shape[1]).permute(0, 4, 1, 2, 3)
         return (g_raw.view(raw_shape), g_app, g_ds, *([None] * 12))

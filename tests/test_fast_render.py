@@ -75,7 +75,7 @@ def test_initial_field_renders_identically():
     assert torch.equal(r["dense"][1], r["fast"][1])
 
 
-@pytest.mark.parametrize("pixel_space,channels", [(True, 3), (False, 4)])
+@pytest.mark.parametrize("pixel_space,channels", [(True, 3), (False, 4), (False, 2)])   # 2: the generic path
 def test_fused_kernel_matches_dense_values_and_gradients(pixel_space, channels):
     """The C++ forward and hand-written backward against autograd through the dense renderer."""
     g = torch.Generator().manual_seed(3)

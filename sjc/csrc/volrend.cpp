@@ -95,6 +95,7 @@ inline void sigmoids(const float* y, float* out) {
 struct Record {
   float i, raw, e, trans;   // index along the ray, raw density, exp(-τ), transmittance before the sample
 };
+static_assert(sizeof(Record) == 4 * sizeof(float), "records are stored in a (R, S, 4) float tensor");
 
 struct Params {
   const float *o, *d, *t_near, *raw, *app;
@@ -105,25 +106,18 @@ struct Params {
   bool pixel_space;
 };
 
-// Activated colour of the channels at a lookup into `col`; `act` gets d(colour)/d(raw) per channel.
+// Activated colour of the channels at a lookup into `col`.
 // NC > 0 fixes the channel count at compile time (unrolled loops); NC = 0 reads it from p.C.
 template <int NC>
-inline void colour(const Params& p, const Weights8& t, float* col, float* act) {
+inline void colour(const Params& p, const Weights8& t, float* col) {
   const int64_t C = NC > 0 ? NC : p.C;
   for (int64_t c = 0; c < C; ++c) col[c] = 0.f;
   for (int k = 0; k < 8; ++k) {
     const float* a = p.app + int64_t(t.idx[k]) * C;
     for (int64_t c = 0; c < C; ++c) col[c] += t.w[k] * a[c];
   }
-  for (int64_t c = 0; c < C; ++c) {
-    if (p.pixel_space) {
-      const float sg = sigmoid(col[c]);
-      col[c] = 2.f * sg - 1.f;
-      act[c] = 2.f * sg * (1.f - sg);
-    } else {
-      act[c] = 1.f;
-    }
-  }
+  if (p.pixel_space)
+    for (int64_t c = 0; c < C; ++c) col[c] = 2.f * sigmoid(col[c]) - 1.f;
 }
 
 constexpr int kMaxC = 16;
@@ -146,6 +140,7 @@ std::vector<torch::Tensor> forward(torch::Tensor o, torch::Tensor d, torch::Tens
                                    double emp_scale, int64_t max_samples, bool save) {
   const int64_t R = o.size(0), n = raw.size(-1), C = app.size(-1);
   TORCH_CHECK(C <= kMaxC, "the fused renderer supports at most 16 channels");
+  TORCH_CHECK(n >= 2 && n <= 1290, "the fused renderer supports grids of 2 to 1290 voxels per side (int32 indices)");
   auto rgb = torch::zeros({R, C}, o.options());
   auto opacity = torch::zeros({R}, o.options());
   auto depth = torch::zeros({R}, o.options());
@@ -168,7 +163,7 @@ std::vector<torch::Tensor> forward(torch::Tensor o, torch::Tensor d, torch::Tens
 #pragma omp parallel for schedule(static, kRayChunk) num_threads(at::get_num_threads())
     for (int64_t r = 0; r < R; ++r) {
       const float *ro = p.o + 3 * r, *rd = p.d + 3 * r;
-      float trans = 1.f, op = 0.f, dep = 0.f, col[kMaxC], act[kMaxC], acc[kMaxC] = {0.f};
+      float trans = 1.f, op = 0.f, dep = 0.f, col[kMaxC], acc[kMaxC] = {0.f};
       // Σ log(1 + s·w) as the log of a running product (one log per ray instead of one per sample);
       // the product is folded into the sum before it could overflow.
       double emp = 0.0, prod = 1.0;
@@ -203,7 +198,7 @@ std::vector<torch::Tensor> forward(torch::Tensor o, torch::Tensor d, torch::Tens
             prod = 1.0;
           }
           if (w > p.thr) {
-            colour<NC>(p, expand(cb[k], n), col, act);
+            colour<NC>(p, expand(cb[k], n), col);
             for (int64_t c = 0; c < nch; ++c) acc[c] += w * col[c];
             if (pcol)
               for (int64_t c = 0; c < nch; ++c) pcol[(r * max_samples + m) * nch + c] = col[c];
@@ -231,17 +226,18 @@ std::vector<torch::Tensor> forward(torch::Tensor o, torch::Tensor d, torch::Tens
 // Each thread accumulates into its own grids (static ray split), summed in thread order: deterministic.
 std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, torch::Tensor g_dep,
                                     torch::Tensor g_emp, torch::Tensor o, torch::Tensor d, torch::Tensor t_near,
-                                    torch::Tensor n_in, torch::Tensor raw, torch::Tensor app, torch::Tensor count,
-                                    torch::Tensor records, torch::Tensor colours, double ds_exp, double shift, double step, double thr,
+                                    torch::Tensor count, torch::Tensor records, torch::Tensor colours, int64_t n,
+                                    int64_t C, double ds_exp, double shift, double step, double thr,
                                     bool pixel_space, double emp_scale) {
-  const int64_t R = o.size(0), n = raw.size(-1), C = app.size(-1), n3 = n * n * n, S = records.size(1);
+  const int64_t R = o.size(0), n3 = n * n * n, S = records.size(1);
   const int nt = at::get_num_threads();
-  auto g_raw = torch::zeros({nt, n3}, o.options());
-  auto g_app = torch::zeros({nt, n3 * C}, o.options());
+  // Thread 0 accumulates into the returned grids, the others into their own, added in thread order.
+  auto g_raw = torch::zeros({n3}, o.options()), g_app = torch::zeros({n3 * C}, o.options());
+  auto g_raw_more = torch::zeros({nt - 1, n3}, o.options()), g_app_more = torch::zeros({nt - 1, n3 * C}, o.options());
   auto g_ds = torch::zeros({nt}, torch::dtype(torch::kFloat64));
-  const Params p{o.data_ptr<float>(), d.data_ptr<float>(), t_near.data_ptr<float>(), raw.data_ptr<float>(),
-                 app.data_ptr<float>(), n_in.data_ptr<int64_t>(), nullptr, n, C, float(ds_exp), float(shift),
-                 float(step), float(thr), 0.f, float(emp_scale), pixel_space};
+  const Params p{o.data_ptr<float>(), d.data_ptr<float>(), t_near.data_ptr<float>(), nullptr, nullptr, nullptr,
+                 nullptr, n, C, float(ds_exp), float(shift), float(step), float(thr), 0.f, float(emp_scale),
+                 pixel_space};
   const float *pgr = g_rgb.data_ptr<float>(), *pgo = g_op.data_ptr<float>(), *pgd = g_dep.data_ptr<float>(),
               *pge = g_emp.data_ptr<float>();
   const Record* prec = reinterpret_cast<const Record*>(records.data_ptr<float>());
@@ -254,8 +250,8 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
 #pragma omp parallel num_threads(nt)
     {
       const int tid = omp_get_thread_num();
-      float* graw = g_raw.data_ptr<float>() + tid * n3;
-      float* gapp = g_app.data_ptr<float>() + tid * n3 * C;
+      float* graw = tid ? g_raw_more.data_ptr<float>() + (tid - 1) * n3 : g_raw.data_ptr<float>();
+      float* gapp = tid ? g_app_more.data_ptr<float>() + (tid - 1) * n3 * C : g_app.data_ptr<float>();
       double gds = 0.0;
 #pragma omp for schedule(static, kRayChunk)
       for (int64_t r = 0; r < R; ++r) {
@@ -299,16 +295,17 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
     }
   };
   dispatch_channels(C, rays);
-  if (nt > 1) {   // sum the threads' grids into the first, in thread order, in parallel over cells
+  if (nt > 1) {   // add the other threads' grids, in thread order, in parallel over cells
     float *a = g_raw.data_ptr<float>(), *b = g_app.data_ptr<float>();
+    const float *am = g_raw_more.data_ptr<float>(), *bm = g_app_more.data_ptr<float>();
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t k = 0; k < n3; ++k)
-      for (int t = 1; t < nt; ++t) a[k] += a[t * n3 + k];
+      for (int t = 1; t < nt; ++t) a[k] += am[(t - 1) * n3 + k];
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t k = 0; k < n3 * C; ++k)
-      for (int t = 1; t < nt; ++t) b[k] += b[t * n3 * C + k];
+      for (int t = 1; t < nt; ++t) b[k] += bm[(t - 1) * n3 * C + k];
   }
-  return {g_raw[0], g_app[0].view({n3, C}), g_ds.sum().to(torch::kFloat32)};
+  return {g_raw, g_app.view({n3, C}), g_ds.sum().to(torch::kFloat32)};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
