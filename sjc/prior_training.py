@@ -12,7 +12,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -305,7 +305,7 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
         torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(data_path)
-    model_cfg = model_cfg or ModelConfig(resolution=data["shaded"].shape[-1])
+    model_cfg = replace(model_cfg or ModelConfig(), resolution=data["shaded"].shape[-1])   # the data's image size
     unet, text_encoder, tokenizer, scheduler = build_model(model_cfg, out / "tokenizer", cfg.seed)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)

@@ -106,7 +106,7 @@ class PixelTextPrior(TextUNetPrior):
     # Measured on the toy world (docs/toy-prior.md): σ range, guidance and emptiness weight for SJC.
     defaults = {"grid_size": 48, "steps": 1000, "guidance_scale": 3.0, "emptiness_weight": 1.0,
                 "fov_min": 45.0, "fov_max": 60.0}
-    sigma_range = (0.1, 4.0)
+    sigma_range = (1.0, 10.0)
 
     def __init__(self, model: Optional[str] = None, device="cpu", components=None, half: Optional[bool] = None):
         device = torch.device(device)
