@@ -7,28 +7,33 @@ SWEEP_PROMPTS=("a red cube" "a blue mug" "a green cube" "a pink cube with a ball
 
 case "${1:-all}" in
 train | all)
-  sjc prior dataset --out toyprior                                   # 7 shapes × 2000 views, ~4 min
-  sjc prior train --data toyprior --out toyprior/train --steps 3000  # batch 64, resumable
+  sjc prior dataset --out toyprior                                   # 7 shapes × 2000 views, ~3 min
+  sjc prior train --data toyprior --out toyprior/train --steps 6000  # batch 64, resumable; ~85 min uncontended
   cp -r toyprior/train/model/. sjc/weights/toy32/ ;;&
 check | all)
-  sjc prior check --data toyprior --out docs/toy-prior/check         # 2D sample accuracy
+  sjc prior check --data toyprior --out docs/toy-prior/check         # 2D sample accuracy, ~4 min
   sjc paas2d "a red cube" "a blue sphere" "a green cube" "an orange mug" --data toyprior \
     --methods paas naive sds --out docs/toy-prior/paas2d.png ;;&
-defaults | all)   # the SJC defaults of the toy prior, one seed, 4 prompts (2 held out)
-  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --out docs/toy-prior/sweep/default
-  for g in 1 7.5; do
-    sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --guidance-scale $g --out docs/toy-prior/sweep/guidance-$g
+defaults | all)   # the SJC defaults of the toy prior: one seed, 4 prompts (2 held out), ~1.5 min per cell
+  S=docs/toy-prior/sweep
+  for r in "0.1 4" "0.3 4" "0.5 8" "0.1 10" "0.3 10" "1 10" "0.5 20"; do
+    set -- $r
+    sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --sigma-min $1 --sigma-max $2 --out $S/sigma-$1-$2
   done
-  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --sigma-min 0.02 --sigma-max 10 --out docs/toy-prior/sweep/sigma-0.02-10
-  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --sigma-min 0.3 --sigma-max 2 --out docs/toy-prior/sweep/sigma-0.3-2
-  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --emptiness-weight 100 --out docs/toy-prior/sweep/emptiness-100 ;;&
-eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds, PAAS and the oracle ceiling
-  sjc eval --seeds 3 --jobs 2 --variants paas oracle --out docs/eval ;;&
-methods | all)   # gradient forms and view prompts
-  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 2 --jobs 2 \
-    --variants paas paas-plain naive sds paas:noview --out docs/eval-methods ;;&
-renderer | all)   # issue 6: fast vs dense renderer, and the eval table with the dense renderer
-  sjc bench --out docs/bench/renderer_cpu.json
-  sjc bench sweep --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json
-  sjc eval --variants paas --jobs 2 --renderer dense --out docs/eval-dense ;;
+  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --sigma-min 0.5 --sigma-max 10 --guidance-scale 5 \
+    --out $S/sigma-0.5-10-guidance-5
+  for e in 10 0.1; do
+    sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --sigma-min 0.1 --sigma-max 4 --emptiness-weight $e \
+      --out $S/emptiness-$e
+  done ;;&
+eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle ceiling (1 seed)
+  sjc eval --seeds 3 --jobs 2 --variants paas --out docs/eval
+  sjc eval --jobs 2 --variants oracle --out docs/eval-oracle ;;&
+methods | all)   # gradient forms and view prompts, 3 seeds (PAAS itself is in docs/eval)
+  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --jobs 2 \
+    --variants paas-plain naive sds paas:noview --out docs/eval-methods ;;&
+renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
+  sjc bench --threads 2 --out docs/bench/renderer_cpu.json
+  sjc bench sweep --threads 2 --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json
+  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --renderer dense --out docs/toy-prior/sweep/sigma-1-10-dense ;;
 esac
