@@ -20,6 +20,9 @@ defaults | all)   # the SJC defaults of the toy prior: one seed, 4 prompts (2 he
     set -- $r
     sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --sigma-min $1 --sigma-max $2 --out $S/sigma-$1-$2
   done
+  for r in "0.1 4" "0.5 8"; do set -- $r   # the old default and the closest rival, with 3 seeds
+    sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --variants paas --jobs 2 --sigma-min $1 --sigma-max $2 --out $S/sigma-$1-$2-3seeds
+  done
   sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --sigma-min 0.5 --sigma-max 10 --guidance-scale 5 \
     --out $S/sigma-0.5-10-guidance-5
   for e in 10 0.1; do
