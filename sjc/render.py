@@ -252,7 +252,7 @@ def render(field, cams: Cameras, height: int, width: int, step_ratio: float = 0.
         kw["emptiness_scale"] = emptiness_scale
     step = sample_step(field.grid_size, step_ratio)
     chunk = chunk or o.shape[0]
-    outs = [RayBatch(*fn(field, o[i:i + chunk], d[i:i + chunk], step, weight_threshold, far_depth, **kw))
+    outs = [fn(field, o[i:i + chunk], d[i:i + chunk], step, weight_threshold, far_depth, **kw)
             for i in range(0, o.shape[0], chunk)]
     outs = [x if x.emptiness is not None else x._replace(emptiness=emptiness_sum(x.weights, emptiness_scale))
             for x in outs]

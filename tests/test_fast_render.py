@@ -12,7 +12,7 @@ import torch
 
 from sjc.cameras import orbit_cameras
 from sjc.field import VoxelField
-from sjc.render import (coarse_occupancy, occupancy_from_density, occupied_samples, ray_box_intersect, render,
+from sjc.render import (coarse_occupancy, max_samples, occupancy_from_density, occupied_samples, ray_box_intersect, render,
                         sample_step, segment_exclusive_cumsum)
 from sjc.toyworld import voxel_centres
 
@@ -127,7 +127,7 @@ def test_coarse_pass_keeps_every_sample_the_fine_grid_keeps():
     from sjc.cameras import camera_rays
     o, d = (x.reshape(-1, 3) for x in camera_rays(cams(), 16, 16))
     step = sample_step(40, 0.5)
-    n_samples = int(math.ceil(2 * math.sqrt(3) / step)) + 1
+    n_samples = max_samples(step)
     t_near, t_far = ray_box_intersect(o, d)
     two_pass = occupied_samples(o, d, t_near, t_far, step, n_samples, fine, coarse_occupancy(fine))
     all_cells = occupied_samples(o, d, t_near, t_far, step, n_samples, fine, torch.ones_like(coarse_occupancy(fine)))
