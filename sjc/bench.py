@@ -12,7 +12,7 @@ import torch
 from .config import RunConfig
 from .priors.base import Prior
 from .cameras import sample_train_cameras
-from .train import build_run, sjc_step
+from .train import build_optimizer, build_run, sjc_step
 
 
 def _sync(device: torch.device) -> None:
@@ -173,7 +173,7 @@ def time_renderer_steps(run, renderer: str, rounds: int, every: int) -> dict:
     field = copy.deepcopy(run.field)
     gen = torch.Generator().manual_seed(123)
     r = dataclasses.replace(run, cfg=cfg, field=field, guide=FixedScaleGradient(gen), timings={},
-                            optimizer=torch.optim.Adamax(field.param_groups(cfg.optim.lr, cfg.optim.bg_lr)),
+                            optimizer=build_optimizer(field, cfg),
                             generators={"camera": gen, "noise": gen})
     sjc_step(r, 0)   # warm-up
     times = []

@@ -1,4 +1,4 @@
-"""The fused CPU renderer: sjc/csrc/volrend.cpp compiled on first use (torch's C++ extension loader, cached).
+"""The fused CPU renderer: sjc/csrc/volrend.cpp (with adamax.cpp) compiled on first use (torch's C++ extension loader, cached).
 
 One C++ pass per ray does what dense_render_rays does with tensors (trilinear density, compositing,
 colour where w > threshold) plus early termination and the emptiness regulariser's sum, recording each
@@ -30,20 +30,38 @@ def _libmvec() -> bool:
         return False
 
 
+def _cpu_signature() -> str:
+    """A short hash of this CPU's model and instruction-set flags (names a build made for it)."""
+    import hashlib
+    import platform
+    text = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            text += "".join(sorted({line for line in f if line.startswith(("model name", "flags", "Features"))}))
+    except OSError:
+        text += platform.processor()
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 def extension():
     """The compiled kernel module, building it on first use; None where that fails (reported once)."""
     global _EXT, _FAILED
     if _EXT is None and not _FAILED:
-        src = Path(__file__).resolve().parent / "csrc" / "volrend.cpp"
+        csrc = Path(__file__).resolve().parent / "csrc"
+        sources = [str(csrc / "volrend.cpp"), str(csrc / "adamax.cpp")]
         os.environ.setdefault("MAX_JOBS", "2")
         cflags, ldflags = ["-O3", "-fno-math-errno", "-fopenmp"], ["-fopenmp"]
-        # First with the vector maths library where it should exist, then without it.
-        attempts = ([("sjc_volrend_mvec", ["-DSJC_LIBMVEC"], ["-lmvec"])] if _libmvec() else []) + [("sjc_volrend", [], [])]
+        # First for this CPU's instruction set (AVX2/AVX-512 where present; the module's name carries the
+        # CPU's signature, so a shared build cache never hands it to another CPU) with the vector maths
+        # library where it should exist, then without that library, then a portable build.
+        native = [] if os.environ.get("SJC_PORTABLE_BUILD") else [f"sjc_volrend_native_{_cpu_signature()}"]
+        attempts = [(name + "_mvec", ["-march=native", "-DSJC_LIBMVEC"], ["-lmvec"]) for name in native if _libmvec()]
+        attempts += [(name, ["-march=native"], []) for name in native] + [("sjc_volrend", [], [])]
         error = None
         for name, cf, lf in attempts:
             try:   # no compiler, no ninja, no setuptools, …: the pure-PyTorch renderer still works
                 from torch.utils.cpp_extension import load
-                _EXT = load(name, [str(src)], extra_cflags=cflags + cf, extra_ldflags=ldflags + lf, verbose=False)
+                _EXT = load(name, sources, extra_cflags=cflags + cf, extra_ldflags=ldflags + lf, verbose=False)
                 break
             except Exception as e:
                 error = e

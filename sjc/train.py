@@ -8,11 +8,13 @@ from typing import Callable, Optional
 
 import torch
 
+from .allocator import keep_freed_memory
 from .cameras import sample_train_cameras
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, resolve_defaults
 from .field import VoxelField
 from .guidance import OracleGuide, ScoreGuide, prompt_variants, view_prompt
+from .optim import FusedAdamax
 from .priors import Prior, load_prior, train_sigmas
 from .regularizers import center_depth_loss, emptiness_weight
 from .render import render, uses_occupancy
@@ -58,9 +60,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def build_optimizer(field: VoxelField, cfg: RunConfig) -> torch.optim.Optimizer:
+    """Adamax over the field's parameter groups (fused on the CPU; torch's multi-tensor form elsewhere)."""
+    return FusedAdamax(field.param_groups(cfg.optim.lr, cfg.optim.bg_lr), foreach=True)
+
+
 def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     """Instantiate a fresh run (step 0) from a config; fills the prior's defaults into cfg (resolved in place)."""
     device = resolve_device(cfg.output.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     prior = prior or load_prior(cfg, device)
     resolve_defaults(cfg, prior.config_defaults())
     cfg.prior = cfg.prior or prior.name
@@ -76,7 +85,7 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     init_gen = torch.Generator("cpu").manual_seed(cfg.optim.seed + 2)
     field = VoxelField(cfg.field.grid_size, prior.channels, prior.pixel_space, cfg.field.density_shift,
                        prior.appearance_init, prior.background_init, init_gen, device)
-    optimizer = torch.optim.Adamax(field.param_groups(cfg.optim.lr, cfg.optim.bg_lr))
+    optimizer = build_optimizer(field, cfg)
     g = cfg.guidance
     if g.method == "oracle":
         obj = prior.truth(cfg.prompt)

@@ -40,16 +40,6 @@ struct Corner {
   float fx, fy, fz;
 };
 
-inline Corner corner_of(float px, float py, float pz, int64_t n) {
-  const float s = 0.5f * (n - 1), hi = float(n - 1);
-  const float x = std::min(std::max((px + 1.f) * s, 0.f), hi);
-  const float y = std::min(std::max((py + 1.f) * s, 0.f), hi);
-  const float z = std::min(std::max((pz + 1.f) * s, 0.f), hi);
-  const int32_t m = int32_t(n), cx = int32_t(x + 0.5f), cy = int32_t(y + 0.5f), cz = int32_t(z + 0.5f);
-  const int32_t x0 = std::min(int32_t(x), m - 2), y0 = std::min(int32_t(y), m - 2), z0 = std::min(int32_t(z), m - 2);
-  return {(cz * m + cy) * m + cx, (z0 * m + y0) * m + x0, x - x0, y - y0, z - z0};
-}
-
 struct Weights8 {
   int32_t idx[8];
   float w[8];
@@ -71,9 +61,48 @@ inline Weights8 expand(const Corner& c, int64_t n) {
 
 inline float sigmoid(float v) { return 1.f / (1.f + std::exp(-v)); }
 
+constexpr int kBlock = 16;   // samples located and looked up together, in loops the compiler vectorises
+
+// The Corners of a block of samples at distances t[k] along one ray, as structure-of-arrays, computed in one
+// vector loop (clamps, conversions and the 8 gathers of the density 16 lanes at a time).
+struct Block {
+  int32_t cell[kBlock], base[kBlock];
+  float fx[kBlock], fy[kBlock], fz[kBlock];
+
+  void locate(const float* ro, const float* rd, const float* t, int64_t n) {
+    const float s = 0.5f * (n - 1), hi = float(n - 1);
+    const int32_t m = int32_t(n);
+#pragma omp simd
+    for (int k = 0; k < kBlock; ++k) {
+      const float x = std::min(std::max((ro[0] + t[k] * rd[0] + 1.f) * s, 0.f), hi);
+      const float y = std::min(std::max((ro[1] + t[k] * rd[1] + 1.f) * s, 0.f), hi);
+      const float z = std::min(std::max((ro[2] + t[k] * rd[2] + 1.f) * s, 0.f), hi);
+      const int32_t x0 = std::min(int32_t(x), m - 2), y0 = std::min(int32_t(y), m - 2), z0 = std::min(int32_t(z), m - 2);
+      cell[k] = (int32_t(z + 0.5f) * m + int32_t(y + 0.5f)) * m + int32_t(x + 0.5f);
+      base[k] = (z0 * m + y0) * m + x0;
+      fx[k] = x - x0;
+      fy[k] = y - y0;
+      fz[k] = z - z0;
+    }
+  }
+
+  // Trilinear interpolation of a scalar grid at every sample of the block (8 gathers per lane).
+  void interpolate(const float* g, int64_t n, float* out) const {
+    const int32_t dy = int32_t(n), dz = int32_t(n * n);
+#pragma omp simd
+    for (int k = 0; k < kBlock; ++k) {
+      const int32_t b = base[k];
+      const float x1 = fx[k], x0 = 1.f - x1, y1 = fy[k], y0 = 1.f - y1, z1 = fz[k], z0 = 1.f - z1;
+      out[k] = z0 * (y0 * (x0 * g[b] + x1 * g[b + 1]) + y1 * (x0 * g[b + dy] + x1 * g[b + dy + 1])) +
+               z1 * (y0 * (x0 * g[b + dz] + x1 * g[b + dz + 1]) + y1 * (x0 * g[b + dz + dy] + x1 * g[b + dz + dy + 1]));
+    }
+  }
+
+  Corner corner(int k) const { return {cell[k], base[k], fx[k], fy[k], fz[k]}; }
+};
+
 // The transcendental functions of a block of samples, in loops the compiler can vectorise (see SJC_EXP).
 
-constexpr int kBlock = 16;   // samples looked up before their transcendental functions run as one vector loop
 
 // e = exp(−softplus(y)·step): each sample's transmittance factor (softplus(y) = y above 20, as in torch).
 inline void transmittance_factors(const float* y, float* e, float step) {
@@ -170,24 +199,22 @@ std::vector<torch::Tensor> forward(torch::Tensor o, torch::Tensor d, torch::Tens
       int64_t m = 0;
       bool stop = false;
       for (int64_t i0 = 0; i0 < p.n_in[r] && !stop; i0 += kBlock) {
+        // Lookups for the whole block as vector loops (lanes past the ray's end are clamped into the grid and
+        // ignored), then the transcendental functions, then the compositing in order over the occupied samples.
         const int nb = int(std::min<int64_t>(kBlock, p.n_in[r] - i0));
-        Corner cb[kBlock];
-        bool ok[kBlock];
-        float rv[kBlock] = {0.f}, y[kBlock] = {0.f}, eb[kBlock];
-        for (int k = 0; k < nb; ++k) {   // lookups
-          const float t = p.t_near[r] + (i0 + k + 0.5f) * p.step;
-          cb[k] = corner_of(ro[0] + t * rd[0], ro[1] + t * rd[1], ro[2] + t * rd[2], n);
-          ok[k] = !p.occ || p.occ[cb[k].cell];
-          if (!ok[k]) continue;
-          const Weights8 tri = expand(cb[k], n);
-          for (int q = 0; q < 8; ++q) rv[k] += tri.w[q] * p.raw[tri.idx[q]];
-          y[k] = rv[k] * p.ds_exp + p.shift;
-        }
+        Block blk;
+        float tb[kBlock], rv[kBlock], y[kBlock], eb[kBlock];
+#pragma omp simd
+        for (int k = 0; k < kBlock; ++k) tb[k] = p.t_near[r] + (float(int32_t(i0) + k) + 0.5f) * p.step;
+        blk.locate(ro, rd, tb, n);
+        blk.interpolate(p.raw, n, rv);
+#pragma omp simd
+        for (int k = 0; k < kBlock; ++k) y[k] = rv[k] * p.ds_exp + p.shift;
         transmittance_factors(y, eb, p.step);
         for (int k = 0; k < nb; ++k) {   // compositing, in order
-          if (!ok[k]) continue;
+          if (p.occ && !p.occ[blk.cell[k]]) continue;   // an empty cell: density ≤ the occupancy threshold
           const int64_t i = i0 + k;
-          const float t = p.t_near[r] + (i + 0.5f) * p.step, e = eb[k];
+          const float t = tb[k], e = eb[k];
           const float w = (1.f - e) * trans;
           if (prec) prec[r * max_samples + m] = {float(i), rv[k], e, trans};
           op += w;
@@ -198,7 +225,7 @@ std::vector<torch::Tensor> forward(torch::Tensor o, torch::Tensor d, torch::Tens
             prod = 1.0;
           }
           if (w > p.thr) {
-            colour<NC>(p, expand(cb[k], n), col);
+            colour<NC>(p, expand(blk.corner(k), n), col);
             for (int64_t c = 0; c < nch; ++c) acc[c] += w * col[c];
             if (pcol)
               for (int64_t c = 0; c < nch; ++c) pcol[(r * max_samples + m) * nch + c] = col[c];
@@ -231,9 +258,11 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
                                     bool pixel_space, double emp_scale) {
   const int64_t R = o.size(0), n3 = n * n * n, S = records.size(1);
   const int nt = at::get_num_threads();
-  // Thread 0 accumulates into the returned grids, the others into their own, added in thread order.
-  auto g_raw = torch::zeros({n3}, o.options()), g_app = torch::zeros({n3 * C}, o.options());
-  auto g_raw_more = torch::zeros({nt - 1, n3}, o.options()), g_app_more = torch::zeros({nt - 1, n3 * C}, o.options());
+  // Thread 0 accumulates into the returned grids, the others into their own, added in thread order. Each
+  // thread zeroes its own grids (in parallel, and first touched by the thread that uses them).
+  auto g_raw = torch::empty({n3}, o.options()), g_app = torch::empty({n3 * C}, o.options());
+  auto g_raw_more = torch::empty({nt - 1, n3}, o.options()), g_app_more = torch::empty({nt - 1, n3 * C}, o.options());
+  int team = 1;   // the threads OpenMP actually gave the region (at most nt)
   auto g_ds = torch::zeros({nt}, torch::dtype(torch::kFloat64));
   const Params p{o.data_ptr<float>(), d.data_ptr<float>(), t_near.data_ptr<float>(), nullptr, nullptr, nullptr,
                  nullptr, n, C, float(ds_exp), float(shift), float(step), float(thr), 0.f, float(emp_scale),
@@ -252,6 +281,9 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
       const int tid = omp_get_thread_num();
       float* graw = tid ? g_raw_more.data_ptr<float>() + (tid - 1) * n3 : g_raw.data_ptr<float>();
       float* gapp = tid ? g_app_more.data_ptr<float>() + (tid - 1) * n3 * C : g_app.data_ptr<float>();
+      if (tid == 0) team = omp_get_num_threads();
+      std::fill(graw, graw + n3, 0.f);
+      std::fill(gapp, gapp + n3 * C, 0.f);
       double gds = 0.0;
 #pragma omp for schedule(static, kRayChunk)
       for (int64_t r = 0; r < R; ++r) {
@@ -259,15 +291,20 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
         float suffix = 0.f;   // Σ_{later samples} ∂L/∂w · w
         for (int64_t j1 = pc[r]; j1 > 0; j1 -= kBlock) {   // blocks of records, last block first
           const int64_t j0 = std::max<int64_t>(j1 - kBlock, 0);
-          float y[kBlock] = {0.f}, sg[kBlock];
-          for (int64_t j = j0; j < j1; ++j) y[j - j0] = prec[r * S + j].raw * p.ds_exp + p.shift;
+          float y[kBlock] = {0.f}, sg[kBlock], tb[kBlock] = {0.f};
+          for (int64_t j = j0; j < j1; ++j) {
+            y[j - j0] = prec[r * S + j].raw * p.ds_exp + p.shift;
+            tb[j - j0] = p.t_near[r] + (prec[r * S + j].i + 0.5f) * p.step;
+          }
           sigmoids(y, sg);
+          Block blk;
+          blk.locate(ro, rd, tb, n);
           for (int64_t j = j1 - 1; j >= j0; --j) {
             const Record& q = prec[r * S + j];
-            const float t = p.t_near[r] + (q.i + 0.5f) * p.step;
+            const float t = tb[j - j0];
             const float w = (1.f - q.e) * q.trans;
             float g = pgo[r] + pgd[r] * t + pge[r] * p.emp_scale / (1.f + p.emp_scale * w);   // ∂L/∂w
-            const Weights8 tri = expand(corner_of(ro[0] + t * rd[0], ro[1] + t * rd[1], ro[2] + t * rd[2], n), n);
+            const Weights8 tri = expand(blk.corner(int(j - j0)), n);
             if (w > p.thr) {
               const float* col = pcol + (r * S + j) * nch;
               float ga[kMaxC];
@@ -295,20 +332,24 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
     }
   };
   dispatch_channels(C, rays);
-  if (nt > 1) {   // add the other threads' grids, in thread order, in parallel over cells
+  if (team > 1) {   // add the other threads' grids, in thread order, in parallel over cells
     float *a = g_raw.data_ptr<float>(), *b = g_app.data_ptr<float>();
     const float *am = g_raw_more.data_ptr<float>(), *bm = g_app_more.data_ptr<float>();
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t k = 0; k < n3; ++k)
-      for (int t = 1; t < nt; ++t) a[k] += am[(t - 1) * n3 + k];
+      for (int t = 1; t < team; ++t) a[k] += am[(t - 1) * n3 + k];
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t k = 0; k < n3 * C; ++k)
-      for (int t = 1; t < nt; ++t) b[k] += bm[(t - 1) * n3 * C + k];
+      for (int t = 1; t < team; ++t) b[k] += bm[(t - 1) * n3 * C + k];
   }
   return {g_raw, g_app.view({n3, C}), g_ds.sum().to(torch::kFloat32)};
 }
 
+void adamax_step(torch::Tensor param, torch::Tensor grad, torch::Tensor exp_avg, torch::Tensor exp_inf, double beta1,
+                 double beta2, double eps, double step_size);   // adamax.cpp, built into the same module
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "fused volume rendering, forward");
   m.def("backward", &backward, "fused volume rendering, backward");
+  m.def("adamax_step", &adamax_step, "Adamax's update of one parameter in one pass");
 }
