@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
-from sjc.cameras import camera_rays, orbit_cameras
+from sjc.cameras import orbit_cameras
 from sjc.field import VoxelField
-from sjc.render import (coarse_occupancy, dense_render_rays, dilate, max_samples, occupancy_from_density, occupied_samples,
-                        ray_box_intersect, render, sample_step, segment_exclusive_cumsum, tile_order)
+from sjc.render import (coarse_occupancy, dilate, max_samples, occupancy_from_density, occupied_samples, ray_box_intersect,
+                        render, sample_step, segment_exclusive_cumsum)
 from sjc.toyworld import voxel_centres
 
 TAU = 1e-3
@@ -202,30 +202,3 @@ def test_dilate_is_a_3x3x3_max_pool(n):
     d = torch.rand(n, n, n) ** 6
     assert torch.equal(occupancy_from_density(d, 0.3),
                        torch.nn.functional.max_pool3d(d[None, None], 3, stride=1, padding=1)[0, 0] > 0.3)
-
-
-@pytest.mark.parametrize("h,w", [(16, 16), (12, 20), (3, 3)])
-def test_tile_order_is_a_permutation_of_whole_tiles(h, w):
-    order = tile_order(h, w, tile=8)
-    assert torch.equal(order.sort().values, torch.arange(h * w))
-    y, x = order // w, order % w
-    if h >= 8 and w >= 8:   # the first 64 rays are the top-left 8×8 block, row by row
-        assert torch.equal(y[:64], torch.arange(8).repeat_interleave(8)) and torch.equal(x[:64], torch.arange(8).repeat(8))
-    tiles = (y // 8) * math.ceil(w / 8) + x // 8
-    assert (tiles.diff() >= 0).all()   # each tile's rays are contiguous, tiles in row-major order
-
-
-def test_render_in_tile_order_returns_raster_images():
-    """render() marches rays tile by tile; its images are the per-ray results in raster order."""
-    torch.manual_seed(0)
-    f = VoxelField(12, 3)
-    with torch.no_grad():
-        f.density_raw.normal_(0, 2)
-        f.appearance_raw.normal_()
-    c = cams()
-    out = render(f, c, 16, 16, renderer="dense")
-    o, d = camera_rays(c, 16, 16)
-    rays = dense_render_rays(f, o.reshape(-1, 3), d.reshape(-1, 3), sample_step(12, 0.5))
-    rgb = rays.rgb + (1 - rays.opacity)[:, None] * f.background(d.reshape(-1, 3))
-    assert torch.allclose(out.image, rgb.view(3, 16, 16, 3).permute(0, 3, 1, 2), atol=1e-6)
-    assert torch.allclose(out.depth, rays.depth.view(3, 1, 16, 16), atol=1e-5)

@@ -32,42 +32,25 @@ namespace {
 
 constexpr int64_t kRayChunk = 16;   // rays per OpenMP work item (static, so results do not depend on timing)
 
-// A world point in [-1, 1]^3 on an N^3 grid (align_corners=True): its nearest voxel (the cell the
-// occupancy test reads) and its trilinear corners, the first corner's flat index and the fractional
-// offsets; the 8 corners are base + {0, 1} + {0, N} + {0, N^2}.
-struct Corner {
-  int32_t cell, base;
-  float fx, fy, fz;
-};
-
-struct Weights8 {
-  int32_t idx[8];
-  float w[8];
-};
-
-inline Weights8 expand(const Corner& c, int64_t n) {
-  Weights8 t;
-  const int32_t dy = int32_t(n), dz = int32_t(n * n);
-  const float gx[2] = {1.f - c.fx, c.fx}, gy[2] = {1.f - c.fy, c.fy}, gz[2] = {1.f - c.fz, c.fz};
-  int k = 0;
-  for (int a = 0; a < 2; ++a)
-    for (int b = 0; b < 2; ++b)
-      for (int e = 0; e < 2; ++e, ++k) {
-        t.idx[k] = c.base + a * dz + b * dy + e;
-        t.w[k] = gz[a] * gy[b] * gx[e];
-      }
-  return t;
-}
-
 inline float sigmoid(float v) { return 1.f / (1.f + std::exp(-v)); }
 
 constexpr int kBlock = 16;   // samples located and looked up together, in loops the compiler vectorises
 
-// The Corners of a block of samples at distances t[k] along one ray, as structure-of-arrays, computed in one
-// vector loop (clamps, conversions and the 8 gathers of the density 16 lanes at a time).
+// Flat offsets of the 8 trilinear corners of a cell from its first corner, on an N^3 grid indexed [z][y][x]:
+// corner q = 4a + 2b + e is base + a·N² + b·N + e.
+struct Corners {
+  int32_t off[8];
+  explicit Corners(int64_t n) {
+    for (int q = 0; q < 8; ++q) off[q] = int32_t((q >> 2) * n * n + ((q >> 1) & 1) * n + (q & 1));
+  }
+};
+
+// A block of samples along one ray, at distances t[k], located on an N^3 grid on [-1, 1]^3
+// (align_corners=True) as structure-of-arrays in one vector loop: each sample's nearest voxel (the cell the
+// occupancy test reads), its trilinear cell's first corner and the 8 corner weights.
 struct Block {
   int32_t cell[kBlock], base[kBlock];
-  float fx[kBlock], fy[kBlock], fz[kBlock];
+  float w[8][kBlock];
 
   void locate(const float* ro, const float* rd, const float* t, int64_t n) {
     const float s = 0.5f * (n - 1), hi = float(n - 1);
@@ -80,25 +63,21 @@ struct Block {
       const int32_t x0 = std::min(int32_t(x), m - 2), y0 = std::min(int32_t(y), m - 2), z0 = std::min(int32_t(z), m - 2);
       cell[k] = (int32_t(z + 0.5f) * m + int32_t(y + 0.5f)) * m + int32_t(x + 0.5f);
       base[k] = (z0 * m + y0) * m + x0;
-      fx[k] = x - x0;
-      fy[k] = y - y0;
-      fz[k] = z - z0;
+      const float fx = x - x0, fy = y - y0, fz = z - z0;
+      const float gx[2] = {1.f - fx, fx}, gy[2] = {1.f - fy, fy}, gz[2] = {1.f - fz, fz};
+      for (int q = 0; q < 8; ++q) w[q][k] = gz[q >> 2] * gy[(q >> 1) & 1] * gx[q & 1];
     }
   }
 
   // Trilinear interpolation of a scalar grid at every sample of the block (8 gathers per lane).
-  void interpolate(const float* g, int64_t n, float* out) const {
-    const int32_t dy = int32_t(n), dz = int32_t(n * n);
+  void interpolate(const float* g, const Corners& c, float* out) const {
 #pragma omp simd
     for (int k = 0; k < kBlock; ++k) {
-      const int32_t b = base[k];
-      const float x1 = fx[k], x0 = 1.f - x1, y1 = fy[k], y0 = 1.f - y1, z1 = fz[k], z0 = 1.f - z1;
-      out[k] = z0 * (y0 * (x0 * g[b] + x1 * g[b + 1]) + y1 * (x0 * g[b + dy] + x1 * g[b + dy + 1])) +
-               z1 * (y0 * (x0 * g[b + dz] + x1 * g[b + dz + 1]) + y1 * (x0 * g[b + dz + dy] + x1 * g[b + dz + dy + 1]));
+      float v = 0.f;
+      for (int q = 0; q < 8; ++q) v += w[q][k] * g[base[k] + c.off[q]];
+      out[k] = v;
     }
   }
-
-  Corner corner(int k) const { return {cell[k], base[k], fx[k], fy[k], fz[k]}; }
 };
 
 // The transcendental functions of a block of samples, in loops the compiler can vectorise (see SJC_EXP).
@@ -135,18 +114,18 @@ struct Params {
   bool pixel_space;
 };
 
-// Activated colour of the channels at a lookup into `col`.
+// Activated colour of the channels at sample k of a block into `col`.
 // NC > 0 fixes the channel count at compile time (unrolled loops); NC = 0 reads it from p.C.
 template <int NC>
-inline void colour(const Params& p, const Weights8& t, float* col) {
+inline void colour(const Params& p, const Corners& c, const Block& b, int k, float* col) {
   const int64_t C = NC > 0 ? NC : p.C;
-  for (int64_t c = 0; c < C; ++c) col[c] = 0.f;
-  for (int k = 0; k < 8; ++k) {
-    const float* a = p.app + int64_t(t.idx[k]) * C;
-    for (int64_t c = 0; c < C; ++c) col[c] += t.w[k] * a[c];
+  for (int64_t ch = 0; ch < C; ++ch) col[ch] = 0.f;
+  for (int q = 0; q < 8; ++q) {
+    const float* a = p.app + int64_t(b.base[k] + c.off[q]) * C;
+    for (int64_t ch = 0; ch < C; ++ch) col[ch] += b.w[q][k] * a[ch];
   }
   if (p.pixel_space)
-    for (int64_t c = 0; c < C; ++c) col[c] = 2.f * sigmoid(col[c]) - 1.f;
+    for (int64_t ch = 0; ch < C; ++ch) col[ch] = 2.f * sigmoid(col[ch]) - 1.f;
 }
 
 constexpr int kMaxC = 16;
@@ -186,6 +165,7 @@ std::vector<torch::Tensor> forward(torch::Tensor o, torch::Tensor d, torch::Tens
   Record* prec = save ? reinterpret_cast<Record*>(records.data_ptr<float>()) : nullptr;
   float* pcol = save ? colours.data_ptr<float>() : nullptr;
   int64_t* pc = count.data_ptr<int64_t>();
+  const Corners corners(n);
   const auto rays = [&](auto nc) {
     constexpr int NC = decltype(nc)::value;
     const int64_t nch = NC > 0 ? NC : C;   // a compile-time constant for 3 and 4 channels
@@ -207,7 +187,10 @@ std::vector<torch::Tensor> forward(torch::Tensor o, torch::Tensor d, torch::Tens
 #pragma omp simd
         for (int k = 0; k < kBlock; ++k) tb[k] = p.t_near[r] + (float(int32_t(i0) + k) + 0.5f) * p.step;
         blk.locate(ro, rd, tb, n);
-        blk.interpolate(p.raw, n, rv);
+        if (trans > p.thr)   // colour may be looked up: start fetching the samples' appearance corners
+          for (int k = 0; k < nb; ++k)
+            for (int q = 0; q < 8; q += 2) __builtin_prefetch(p.app + int64_t(blk.base[k] + corners.off[q]) * nch);
+        blk.interpolate(p.raw, corners, rv);
 #pragma omp simd
         for (int k = 0; k < kBlock; ++k) y[k] = rv[k] * p.ds_exp + p.shift;
         transmittance_factors(y, eb, p.step);
@@ -225,7 +208,7 @@ std::vector<torch::Tensor> forward(torch::Tensor o, torch::Tensor d, torch::Tens
             prod = 1.0;
           }
           if (w > p.thr) {
-            colour<NC>(p, expand(blk.corner(k), n), col);
+            colour<NC>(p, corners, blk, k, col);
             for (int64_t c = 0; c < nch; ++c) acc[c] += w * col[c];
             if (pcol)
               for (int64_t c = 0; c < nch; ++c) pcol[(r * max_samples + m) * nch + c] = col[c];
@@ -273,6 +256,7 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
   const float* pcol = colours.data_ptr<float>();
   const int64_t* pc = count.data_ptr<int64_t>();
   double* pgds = g_ds.data_ptr<double>();
+  const Corners corners(n);
   const auto rays = [&](auto nc) {
     constexpr int NC = decltype(nc)::value;
     const int64_t nch = NC > 0 ? NC : C;   // a compile-time constant for 3 and 4 channels
@@ -291,22 +275,39 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
         float suffix = 0.f;   // Σ_{later samples} ∂L/∂w · w
         for (int64_t j1 = pc[r]; j1 > 0; j1 -= kBlock) {   // blocks of records, last block first
           const int64_t j0 = std::max<int64_t>(j1 - kBlock, 0);
-          float y[kBlock] = {0.f}, sg[kBlock], tb[kBlock] = {0.f};
-          for (int64_t j = j0; j < j1; ++j) {
-            y[j - j0] = prec[r * S + j].raw * p.ds_exp + p.shift;
-            tb[j - j0] = p.t_near[r] + (prec[r * S + j].i + 0.5f) * p.step;
+          // Per block, as vector loops: each record's distance, weight w and the part of ∂L/∂w that does not
+          // involve colour (opacity, depth, emptiness), the softplus derivative, and the trilinear corners.
+          const int nb = int(j1 - j0);
+          if (j0 > 0) {   // the records are read back to front, which the hardware prefetcher follows poorly
+            const int64_t jp = std::max<int64_t>(j0 - kBlock, 0);
+            for (int64_t b = 0; b < int64_t(kBlock * sizeof(Record)); b += 64)
+              __builtin_prefetch(reinterpret_cast<const char*>(prec + r * S + jp) + b);
+            for (int64_t b = 0; b < int64_t(kBlock * nch * sizeof(float)); b += 64)
+              __builtin_prefetch(reinterpret_cast<const char*>(pcol + (r * S + jp) * nch) + b);
+          }
+          float y[kBlock] = {0.f}, sg[kBlock], tb[kBlock] = {0.f}, eb[kBlock] = {0.f}, trb[kBlock] = {0.f},
+                wb[kBlock], gb[kBlock];
+          for (int k = 0; k < nb; ++k) {
+            const Record& q = prec[r * S + j0 + k];
+            y[k] = q.raw * p.ds_exp + p.shift;
+            tb[k] = p.t_near[r] + (q.i + 0.5f) * p.step;
+            eb[k] = q.e;
+            trb[k] = q.trans;
           }
           sigmoids(y, sg);
+          const float go = pgo[r], gd = pgd[r], ge = pge[r] * p.emp_scale;
+#pragma omp simd
+          for (int k = 0; k < kBlock; ++k) {
+            wb[k] = (1.f - eb[k]) * trb[k];
+            gb[k] = go + gd * tb[k] + ge / (1.f + p.emp_scale * wb[k]);
+          }
           Block blk;
           blk.locate(ro, rd, tb, n);
-          for (int64_t j = j1 - 1; j >= j0; --j) {
-            const Record& q = prec[r * S + j];
-            const float t = tb[j - j0];
-            const float w = (1.f - q.e) * q.trans;
-            float g = pgo[r] + pgd[r] * t + pge[r] * p.emp_scale / (1.f + p.emp_scale * w);   // ∂L/∂w
-            const Weights8 tri = expand(blk.corner(int(j - j0)), n);
+          for (int k = nb - 1; k >= 0; --k) {   // in reverse order along the ray
+            const float w = wb[k];
+            float g = gb[k];   // ∂L/∂w
             if (w > p.thr) {
-              const float* col = pcol + (r * S + j) * nch;
+              const float* col = pcol + (r * S + j0 + k) * nch;
               float ga[kMaxC];
               for (int64_t c = 0; c < nch; ++c) {
                 g += gr[c] * col[c];
@@ -314,17 +315,17 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
                 const float act = p.pixel_space ? 0.5f * (1.f + col[c]) * (1.f - col[c]) : 1.f;
                 ga[c] = gr[c] * w * act;
               }
-              for (int k = 0; k < 8; ++k) {
-                float* a = gapp + int64_t(tri.idx[k]) * nch;
-                for (int64_t c = 0; c < nch; ++c) a[c] += ga[c] * tri.w[k];
+              for (int q = 0; q < 8; ++q) {
+                float* a = gapp + int64_t(blk.base[k] + corners.off[q]) * nch;
+                for (int64_t c = 0; c < nch; ++c) a[c] += ga[c] * blk.w[q][k];
               }
             }
-            const float dtau = g * q.trans * q.e - suffix;
+            const float dtau = g * trb[k] * eb[k] - suffix;
             suffix += g * w;
-            const float dy = dtau * p.step * sg[j - j0];
+            const float dy = dtau * p.step * sg[k];
             const float dr = dy * p.ds_exp;
-            for (int k = 0; k < 8; ++k) graw[tri.idx[k]] += dr * tri.w[k];
-            gds += double(dy) * q.raw * p.ds_exp;
+            for (int q = 0; q < 8; ++q) graw[blk.base[k] + corners.off[q]] += dr * blk.w[q][k];
+            gds += double(dy) * prec[r * S + j0 + k].raw * p.ds_exp;
           }
         }
       }
