@@ -14,15 +14,13 @@ class FusedAdamax(torch.optim.Adamax):
     """torch.optim.Adamax (same hyper-parameters, state and checkpoints) whose update runs as one compiled
     pass per parameter on the CPU (sjc/csrc/adamax.cpp), where torch makes several passes over each grid.
 
-    Used where it applies: float32 CPU parameters with a gradient and state of the same layout, no weight
-    decay, maximize or differentiable mode, and the compiled kernels available; anything else takes
-    torch's own step.
+    Used where it applies: float32 CPU parameters whose gradient has the parameter's layout, no weight
+    decay, maximize, differentiable or capturable mode, and the compiled kernels available; anything else
+    takes torch's own step.
     """
 
     def _fused_kernel(self):
-        from . import fused
-        if not fused.available():
-            return None
+        """The compiled module when every parameter with a gradient qualifies, else None (checked per step)."""
         for group in self.param_groups:
             if group["weight_decay"] or group["maximize"] or group["differentiable"] or group["capturable"]:
                 return None
@@ -33,7 +31,8 @@ class FusedAdamax(torch.optim.Adamax):
                         or p.grad.dtype != torch.float32 or p.grad.stride() != p.stride()
                         or not _dense(p)):
                     return None
-        return fused.extension()
+        from . import fused   # checked last: a CUDA run never builds the CPU kernels
+        return fused.extension() if fused.available() else None
 
     @torch.no_grad()
     def step(self, closure=None):

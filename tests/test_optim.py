@@ -89,3 +89,10 @@ def test_freed_step_buffers_are_not_faulted_in_again():
         torch.ones(size)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 2000   # without it each 40 MB allocation faults in ~10,000 fresh pages
+
+
+def test_fused_adamax_does_not_build_cpu_kernels_for_other_devices(monkeypatch):
+    p = torch.nn.Parameter(torch.zeros(3, device="meta"))
+    p.grad = torch.zeros(3, device="meta")
+    monkeypatch.setattr(fused, "available", lambda: pytest.fail("the CPU kernels were asked for"))
+    assert FusedAdamax([p])._fused_kernel() is None

@@ -6,6 +6,9 @@
 // Layouts: density (N^3) indexed [z][y][x]; appearance channels-last (N^3, C), so the C values of a
 // corner are one contiguous read. The forward pass records each evaluated sample (index along the ray,
 // raw density, exp(-τ), transmittance before it) so the backward pass does not march again.
+// Samples are handled in blocks of 16 along a ray: locating them on the grid, the trilinear density and the
+// transcendental functions run as vector loops (with -march=native, AVX-512 gathers where the CPU has them);
+// only the compositing, which is sequential along the ray, runs one sample at a time.
 #include <torch/extension.h>
 #include <omp.h>
 
@@ -81,7 +84,6 @@ struct Block {
 };
 
 // The transcendental functions of a block of samples, in loops the compiler can vectorise (see SJC_EXP).
-
 
 // e = exp(−softplus(y)·step): each sample's transmittance factor (softplus(y) = y above 20, as in torch).
 inline void transmittance_factors(const float* y, float* e, float step) {
