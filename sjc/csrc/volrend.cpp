@@ -288,9 +288,10 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
               __builtin_prefetch(reinterpret_cast<const char*>(pcol + (r * S + jp) * nch) + b);
           }
           float y[kBlock] = {0.f}, sg[kBlock], tb[kBlock] = {0.f}, eb[kBlock] = {0.f}, trb[kBlock] = {0.f},
-                wb[kBlock], gb[kBlock];
+                rawb[kBlock], wb[kBlock], gb[kBlock];
           for (int k = 0; k < nb; ++k) {
             const Record& q = prec[r * S + j0 + k];
+            rawb[k] = q.raw;
             y[k] = q.raw * p.ds_exp + p.shift;
             tb[k] = p.t_near[r] + (q.i + 0.5f) * p.step;
             eb[k] = q.e;
@@ -327,7 +328,7 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
             const float dy = dtau * p.step * sg[k];
             const float dr = dy * p.ds_exp;
             for (int q = 0; q < 8; ++q) graw[blk.base[k] + corners.off[q]] += dr * blk.w[q][k];
-            gds += double(dy) * prec[r * S + j0 + k].raw * p.ds_exp;
+            gds += double(dy) * rawb[k] * p.ds_exp;
           }
         }
       }
