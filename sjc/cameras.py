@@ -61,22 +61,60 @@ def sample_train_cameras(n: int, cfg, generator: torch.Generator, device="cpu") 
     return orbit_cameras(az, el, fov, cfg.radius)
 
 
-VIEW_LABELS = ("front", "side", "back", "overhead")
 OVERHEAD_ELEVATION = 42.0
+
+
+@dataclass(frozen=True)
+class ViewScheme:
+    """How a camera becomes a view prompt: equal azimuth sectors (the first centred on 0°), overhead above ~42°."""
+    name: str
+    sides: tuple[str, ...]      # label of each azimuth sector below the overhead band, from azimuth 0 on
+    overhead: tuple[str, ...]   # label of each azimuth sector of the overhead band
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Every distinct label, in order of first appearance (the caption order of a trained prior)."""
+        return tuple(dict.fromkeys(self.sides + self.overhead))
+
+    def label(self, azimuth: float, elevation: float) -> str:
+        """The label of one camera (angles in degrees)."""
+        ring = self.overhead if elevation > OVERHEAD_ELEVATION else self.sides
+        return ring[int(((azimuth + 180.0 / len(ring)) % 360.0) // (360.0 / len(ring))) % len(ring)]
+
+    def index(self, azimuth: torch.Tensor, elevation: torch.Tensor) -> torch.Tensor:
+        """Index into `labels` of each camera (the vectorised `label`)."""
+        out = []
+        for ring in (self.sides, self.overhead):
+            lookup = torch.tensor([self.labels.index(v) for v in ring])
+            sector = torch.floor(torch.remainder(azimuth + 180.0 / len(ring), 360.0) / (360.0 / len(ring))).long()
+            out.append(lookup[sector.clamp(0, len(ring) - 1)])
+        return torch.where(elevation > OVERHEAD_ELEVATION, out[1], out[0])
+
+    @staticmethod
+    def prefix(label: str) -> str:
+        """The prompt prefix of a label: 'front view of ', 'backside view of ', 'front left view of ', ..."""
+        return ("backside" if label == "back" else label) + " view of "
+
+
+# The reference's four view prompts (SJC, DreamFusion): what Stable Diffusion understands.
+REFERENCE_VIEWS = ViewScheme("reference", sides=("front", "side", "back", "side"), overhead=("overhead",))
+# Finer views for a prior trained on them (the toy prior): 45° sectors that tell left from right, and the
+# overhead band in quadrants, so the label pins down which faces and which lighting the camera sees.
+FINE_VIEWS = ViewScheme("fine", sides=("front", "front right", "right side", "back right", "back", "back left",
+                                       "left side", "front left"),
+                        overhead=("overhead front", "overhead right", "overhead back", "overhead left"))
+VIEW_SCHEMES = {v.name: v for v in (REFERENCE_VIEWS, FINE_VIEWS)}
+VIEW_LABELS = REFERENCE_VIEWS.labels   # ("front", "side", "back", "overhead")
 
 
 def view_label(azimuth: float, elevation: float) -> str:
     """front / side / back / side by azimuth quadrant (±45° around 0, 90, 180, 270); overhead above ~42°."""
-    if elevation > OVERHEAD_ELEVATION:
-        return "overhead"
-    quadrant = int(((azimuth + 45.0) % 360.0) // 90.0)
-    return ("front", "side", "back", "side")[quadrant]
+    return REFERENCE_VIEWS.label(azimuth, elevation)
 
 
 def view_prefix(label: str) -> str:
-    """The reference's view prompt prefixes."""
-    return {"front": "front view of ", "side": "side view of ", "back": "backside view of ",
-            "overhead": "overhead view of "}[label]
+    """The prompt prefix of a view label ('backside view of ' for back)."""
+    return ViewScheme.prefix(label)
 
 
 def spiral_cameras(n: int = 100, turns: float = 3.0, elev_start: float = 60.0, elev_end: float = -5.0,

@@ -64,7 +64,7 @@ def sample_accuracy(prior: Prior, classifier: NearestRender, objects: list[toywo
     rows, images = [], []
     for k, obj in enumerate(objects):
         g = torch.Generator().manual_seed(seed + k)
-        prompt = (f"{view} view of " if view else "") + obj.caption
+        prompt = (prior.views.prefix(view) if view else "") + obj.caption
         x = heun_sample(prior, n, steps, 0.02, 80.0, prompt, guidance, g).clamp(-1, 1)
         s, c, _ = classifier.classify(x)
         ok_s = s == shape_names.index(obj.shape)

@@ -140,7 +140,9 @@ def cmd_prior_train(a) -> None:
     if cfg.steps < 1 or cfg.batch < 1 or cfg.lr <= 0:
         raise SJCError(f"need positive --steps, --batch and --lr, got {cfg.steps}, {cfg.batch} and {cfg.lr}")
     check_writable(Path(a.out) / "state.pt")
-    model_cfg = ModelConfig(channels=tuple(a.channels)) if a.channels else None
+    if cfg.init and not (Path(cfg.init) / "unet").is_dir():
+        raise SJCError(f"--init {cfg.init}: not a toy prior folder (it has no unet/); give e.g. sjc/weights/toy32")
+    model_cfg = ModelConfig(channels=tuple(a.channels) if a.channels else ModelConfig.channels, views=a.views)
     folder = train_prior(Path(a.data), Path(a.out), cfg, model_cfg, progress=not a.quiet, stop_after=a.stop_after)
     print(folder or f"stopped after {a.stop_after} steps; run the same command again to continue")
 
@@ -290,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prior", help="build the toy-world dataset and train the learned toy prior")
     prs = pr.add_subparsers(dest="prior_command", required=True)
-    from .prior_training import DatasetConfig, TrainConfig
+    from .cameras import VIEW_SCHEMES
+    from .prior_training import DatasetConfig, ModelConfig, TrainConfig
     pd = prs.add_parser("dataset", help="render every toy shape from random training cameras")
     pd.add_argument("--out", default="toyprior", help="folder for dataset.pt")
     pd.add_argument("--quiet", action="store_true")
@@ -300,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--data", default="toyprior", help="dataset folder or .pt from `sjc prior dataset`")
     pt.add_argument("--out", default="toyprior/train", help="training folder (resumed if it holds state.pt)")
     pt.add_argument("--channels", type=int, nargs="+", help="U-Net block widths (default 32 64 128)")
+    pt.add_argument("--views", default=ModelConfig.views, choices=sorted(VIEW_SCHEMES),
+                    help="view-prompt scheme of the captions: reference (front, side, back, overhead) or fine (45° sectors, left and right apart)")
     pt.add_argument("--stop-after", type=int, help="end this call after N steps (checkpointed; rerun to continue)")
     pt.add_argument("--quiet", action="store_true")
     _dataclass_args(pt, TrainConfig)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
+from .cameras import VIEW_SCHEMES
 from .errors import SJCError
 
 
@@ -52,6 +53,7 @@ class GuidanceConfig:
     sigma_max: Optional[float] = None  # upper end of the σ draw (None: the prior's range)
     guidance_scale: Optional[float] = None  # None: the prior's default
     view_prompts: bool = True      # prefix "front view of" etc. by camera
+    view_scheme: Optional[str] = None  # reference (4 views) | fine (45° sectors); None: the prior's own
 
 
 @dataclass
@@ -201,6 +203,8 @@ class RunConfig:
         lo, hi = self.guidance.sigma_min, self.guidance.sigma_max
         if (lo is not None and lo <= 0) or (lo is not None and hi is not None and hi <= lo):
             raise SJCError(f"need 0 < --sigma-min < --sigma-max, got {lo} and {hi}")
+        if self.guidance.view_scheme is not None and self.guidance.view_scheme not in VIEW_SCHEMES:
+            raise SJCError(f"unknown --view-scheme {self.guidance.view_scheme!r}; choose one of {', '.join(VIEW_SCHEMES)}")
         fmin, fmax = self.camera.fov_min, self.camera.fov_max
         if (fmin is not None and not 0 < fmin < 180) or (fmax is not None and not 0 < fmax < 180) or \
                 (fmin is not None and fmax is not None and fmin > fmax):

@@ -5,7 +5,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .cameras import VIEW_LABELS, Cameras, view_label, view_prefix
+from .cameras import REFERENCE_VIEWS, Cameras, ViewScheme
 from .priors.base import Prior
 
 
@@ -48,16 +48,16 @@ GRADIENTS: dict[str, Callable] = {
 }
 
 
-def view_prompt(prompt: str, cams: Cameras, enabled: bool = True) -> str:
+def view_prompt(prompt: str, cams: Cameras, enabled: bool = True, views: ViewScheme = REFERENCE_VIEWS) -> str:
     """The prompt prefixed by the view label of the (first) camera, e.g. 'front view of a red cube'."""
     if not enabled:
         return prompt
-    return view_prefix(view_label(float(cams.azimuth[0]), float(cams.elevation[0]))) + prompt
+    return views.prefix(views.label(float(cams.azimuth[0]), float(cams.elevation[0]))) + prompt
 
 
-def prompt_variants(prompt: str, view_prompts: bool = True) -> list[str]:
+def prompt_variants(prompt: str, view_prompts: bool = True, views: ViewScheme = REFERENCE_VIEWS) -> list[str]:
     """Every prompt a run conditions on: the plain one first, then each view-prefixed one."""
-    return [prompt] + ([view_prefix(v) + prompt for v in VIEW_LABELS] if view_prompts else [])
+    return [prompt] + ([views.prefix(v) + prompt for v in views.labels] if view_prompts else [])
 
 
 class ScoreGuide:

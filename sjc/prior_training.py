@@ -20,7 +20,7 @@ import torch
 
 from . import toyworld
 from .atomic import atomic_path
-from .cameras import OVERHEAD_ELEVATION, VIEW_LABELS, sample_train_cameras, view_prefix
+from .cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme, sample_train_cameras
 from .errors import SJCError
 
 # One combination per shape, every one in a different colour; all other 63 combinations are trained.
@@ -37,10 +37,10 @@ def training_pairs() -> list[tuple[int, int]]:
     return [(s, c) for s, sn in enumerate(SHAPE_NAMES) for c, cn in enumerate(COLOUR_NAMES) if (sn, cn) not in HELD_OUT]
 
 
-def captions(shape: str, colour: str) -> list[str]:
-    """The plain caption, then one per view label in VIEW_LABELS order."""
+def captions(shape: str, colour: str, views: ViewScheme = REFERENCE_VIEWS) -> list[str]:
+    """The plain caption, then one per view label of the scheme, in its order."""
     base = toyworld.ToyObject(shape, colour).caption
-    return [base] + [view_prefix(v) + base for v in VIEW_LABELS]
+    return [base] + [views.prefix(v) + base for v in views.labels]
 
 
 # ----------------------------------------------------------------------------------------- dataset
@@ -100,12 +100,12 @@ def load_dataset(path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ model
-def word_tokenizer(folder: Path, max_length: int = 16):
+def word_tokenizer(folder: Path, max_length: int = 16, views: ViewScheme = REFERENCE_VIEWS):
     """A CLIP BPE tokenizer whose merges spell every toy-world word as one token (characters as fallback)."""
     from transformers import CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    words = sorted({w for s in SHAPE_NAMES for c in COLOUR_NAMES for cap in captions(s, c) for w in cap.split()})
+    words = sorted({w for s in SHAPE_NAMES for c in COLOUR_NAMES for cap in captions(s, c, views) for w in cap.split()})
     chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,'-")
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for c in chars:
@@ -135,6 +135,7 @@ class ModelConfig:
     text_width: int = 64
     text_layers: int = 2
     prediction_type: str = "v_prediction"
+    views: str = "fine"           # view-prompt scheme of the captions (sjc.cameras.VIEW_SCHEMES)
 
 
 def build_model(cfg: ModelConfig, tok_folder: Path, seed: int = 0):
@@ -143,7 +144,7 @@ def build_model(cfg: ModelConfig, tok_folder: Path, seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
-    tokenizer = word_tokenizer(tok_folder)
+    tokenizer = word_tokenizer(tok_folder, views=VIEW_SCHEMES[cfg.views])
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.text_width, intermediate_size=2 * cfg.text_width,
         num_hidden_layers=cfg.text_layers, num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
@@ -159,7 +160,7 @@ def build_model(cfg: ModelConfig, tok_folder: Path, seed: int = 0):
     return unet, text_encoder, tokenizer, scheduler
 
 
-def save_pipeline(folder: Path, unet, text_encoder, tokenizer, scheduler) -> Path:
+def save_pipeline(folder: Path, unet, text_encoder, tokenizer, scheduler, views: str = "reference") -> Path:
     """Write a diffusers-format folder (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json), atomically."""
     import shutil
     import tempfile
@@ -178,7 +179,8 @@ def save_pipeline(folder: Path, unet, text_encoder, tokenizer, scheduler) -> Pat
         scheduler.save_pretrained(tmp / "scheduler")
         index = {"_class_name": "ToyWorldPipeline", "_diffusers_version": diffusers.__version__,
                  "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
-                 "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDPMScheduler"]}
+                 "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDPMScheduler"],
+                 "_sjc_views": views}   # the view-prompt scheme of its captions (diffusers ignores "_" keys)
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
         if folder.exists():
             shutil.rmtree(folder)
@@ -204,27 +206,21 @@ class TrainConfig:
     log_every: int = 10           # loss.csv gets the mean loss of every log_every steps
     seed: int = 0
     threads: int = 0              # torch CPU threads (0: torch's default)
+    init: str = ""                # start from this model folder's weights (fine-tuning; "" = random init)
 
 
 class CaptionTable:
-    """Every caption tokenised once: row = pair·5 + variant (0 plain, 1.. views), last row the empty caption."""
+    """Every caption tokenised once: row = pair·(1 + views) + variant (0 plain, 1.. views), last the empty caption."""
 
-    def __init__(self, tokenizer):
-        rows = [cap for s in SHAPE_NAMES for c in COLOUR_NAMES for cap in captions(s, c)] + [""]
+    def __init__(self, tokenizer, views: ViewScheme = REFERENCE_VIEWS):
+        self.views = views
+        rows = [cap for s in SHAPE_NAMES for c in COLOUR_NAMES for cap in captions(s, c, views)] + [""]
         self.ids = tokenizer(rows, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                              return_tensors="pt").input_ids
         self.empty = len(rows) - 1
 
-    @staticmethod
-    def row(shape: torch.Tensor, colour: torch.Tensor, variant: torch.Tensor) -> torch.Tensor:
-        return (shape * len(COLOUR_NAMES) + colour) * (1 + len(VIEW_LABELS)) + variant
-
-
-def view_index(azimuth: torch.Tensor, elevation: torch.Tensor) -> torch.Tensor:
-    """Index into VIEW_LABELS of each camera (vectorised view_label)."""
-    quadrant = torch.floor(torch.remainder(azimuth + 45.0, 360.0) / 90.0).long()
-    side = torch.tensor([0, 1, 2, 1])[quadrant.clamp(0, 3)]
-    return torch.where(elevation > OVERHEAD_ELEVATION, torch.full_like(side, VIEW_LABELS.index("overhead")), side)
+    def row(self, shape: torch.Tensor, colour: torch.Tensor, variant: torch.Tensor) -> torch.Tensor:
+        return (shape * len(COLOUR_NAMES) + colour) * (1 + len(self.views.labels)) + variant
 
 
 def sample_batch(data: dict, pairs: torch.Tensor, table: CaptionTable, cfg: TrainConfig, g: torch.Generator):
@@ -236,7 +232,7 @@ def sample_batch(data: dict, pairs: torch.Tensor, table: CaptionTable, cfg: Trai
     albedo = torch.tensor(list(toyworld.COLOURS.values()))[c]
     img = toyworld.colourise(data["shaded"][s, v].float(), data["background"][s, v].float(), albedo)
     u = torch.rand(2, b, generator=g)
-    variant = torch.where(u[1] < cfg.view_caption, 1 + view_index(data["azimuth"][s, v], data["elevation"][s, v]), 0)
+    variant = torch.where(u[1] < cfg.view_caption, 1 + table.views.index(data["azimuth"][s, v], data["elevation"][s, v]), 0)
     rows = torch.where(u[0] < cfg.cond_dropout, table.empty, table.row(s, c, variant))
     return img, table.ids[rows]
 
@@ -330,7 +326,11 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
         g.set_state(st["rng"])
         step = st["step"]
     (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(model_cfg)}, indent=2))
-    table = CaptionTable(tokenizer)
+    if cfg.init and step == 0:
+        init_from(Path(cfg.init), unet, text_encoder, tokenizer)
+        ema_unet.load_state_dict(unet.state_dict())
+        ema_text.load_state_dict(text_encoder.state_dict())
+    table = CaptionTable(tokenizer, VIEW_SCHEMES[model_cfg.views])
     pairs = torch.tensor(training_pairs())
     ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
     log_path = out / "loss.csv"
@@ -378,4 +378,27 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     log.close()
     if step < cfg.steps:
         return None
-    return save_pipeline(out / "model", ema_unet, ema_text, tokenizer, scheduler)
+    return save_pipeline(out / "model", ema_unet, ema_text, tokenizer, scheduler, model_cfg.views)
+
+
+def init_from(folder: Path, unet, text_encoder, tokenizer) -> None:
+    """Load a trained toy prior's weights into a fresh model; word embeddings move to their ids in the new vocabulary.
+
+    Words the old tokenizer lacks (new view words) keep their random embedding and are learnt by fine-tuning.
+    """
+    from .priors.text_unet import load_text_unet_components
+
+    old_unet, _, old_text, old_tok, _ = load_text_unet_components(str(folder))
+    try:
+        unet.load_state_dict(old_unet.state_dict())
+        state = old_text.state_dict()
+        key = next(k for k, v in text_encoder.named_parameters() if v is text_encoder.get_input_embeddings().weight)
+        emb = text_encoder.state_dict()[key].clone()
+        old_vocab = old_tok.get_vocab()
+        for tok, i in tokenizer.get_vocab().items():
+            if tok in old_vocab:
+                emb[i] = state[key][old_vocab[tok]]
+        state[key] = emb
+        text_encoder.load_state_dict(state)
+    except RuntimeError as e:
+        raise SJCError(f"--init {folder}: its architecture differs from this model's ({str(e).splitlines()[0]})") from None

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .cameras import VIEW_LABELS, Cameras, camera_rays, orbit_cameras, view_label, view_prefix
+from .cameras import VIEW_SCHEMES, Cameras, ViewScheme, camera_rays, orbit_cameras, view_label
 from .errors import SJCError
 
 # Linear RGB albedo in [0, 1].
@@ -129,7 +129,9 @@ class ToyObject:
 
 
 ALL_OBJECTS = [ToyObject(s, c) for s in SHAPES for c in COLOURS]
-_PREFIXES = {view_prefix(v).strip(): v for v in VIEW_LABELS}
+# Every view prefix any scheme writes, longest first ('front left view of' before 'front view of').
+_PREFIXES = dict(sorted({ViewScheme.prefix(v).strip(): v for vs in VIEW_SCHEMES.values() for v in vs.labels}.items(),
+                        key=lambda kv: -len(kv[0])))
 
 
 def parse_prompt(prompt: str) -> tuple[Optional[str], ToyObject]:

@@ -72,13 +72,17 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
         keep_freed_memory()
     prior = prior or load_prior(cfg, device)
     resolve_defaults(cfg, prior.config_defaults())
+    if cfg.guidance.view_scheme is not None and cfg.guidance.view_scheme != prior.views.name:
+        from .errors import SJCError
+        raise SJCError(f"--view-scheme {cfg.guidance.view_scheme}: this {prior.name} prior understands only "
+                       f"'{prior.views.name}' view prompts (the closed-form prior takes any scheme)")
     cfg.prior = cfg.prior or prior.name
     if cfg.reg.emptiness_mult_step is None:   # fixed at creation: resuming with more --steps keeps the schedule
         cfg.reg.emptiness_mult_step = int(cfg.reg.emptiness_mult_after * cfg.optim.steps)
     cfg.validate()
     # Condition on every prompt the loop can ask for now: a bad prompt fails before any folder is
     # written, and the loop itself never encodes (nor waits on the device for it).
-    for prompt in prompt_variants(cfg.prompt, cfg.guidance.view_prompts):
+    for prompt in prompt_variants(cfg.prompt, cfg.guidance.view_prompts, prior.views):
         prior.cond(prompt)
     cam_gen = torch.Generator("cpu").manual_seed(cfg.optim.seed)             # cameras: host side, no syncs
     noise_gen = torch.Generator(device).manual_seed(cfg.optim.seed + 1)      # σ and noise: on the device
@@ -105,7 +109,7 @@ def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     cfg = run.cfg
     cams_host = sample_train_cameras(1, cfg.camera, run.generators["camera"])
     cams = cams_host.to(run.device)
-    prompt = view_prompt(cfg.prompt, cams_host, cfg.guidance.view_prompts)
+    prompt = view_prompt(cfg.prompt, cams_host, cfg.guidance.view_prompts, run.prior.views)
     if step % cfg.render.occupancy_every == 0 and uses_occupancy(cfg.render.renderer, run.device):
         run.field.refresh_occupancy(cfg.render.occupancy_threshold)
     out = run.render(cams)

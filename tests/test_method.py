@@ -140,3 +140,39 @@ def test_heun_sampler_lands_on_the_data():
     x = heun_sample(prior, 4, steps=20, sigma_min=0.01, sigma_max=20.0, generator=torch.Generator().manual_seed(1))
     nearest = torch.cdist(x.flatten(1), imgs.flatten(1)).min(1).values
     assert (nearest < 0.05).all()
+
+
+def test_view_scheme_selects_the_closed_form_images_and_the_prompts():
+    """--view-scheme fine: the exact prior conditions on 45° sectors; the loop asks with the matching prefixes."""
+    from sjc.cameras import FINE_VIEWS, REFERENCE_VIEWS, orbit_cameras
+    from sjc.config import RunConfig
+    from sjc.guidance import prompt_variants, view_prompt
+    from sjc.toyworld import image_set_cameras
+
+    cfg = RunConfig(prompt="a red cube", prior="closed-form")
+    cfg.guidance.view_scheme = "fine"
+    prior = load_prior(cfg)
+    assert prior.views is FINE_VIEWS
+    cams = image_set_cameras()
+    fine = [FINE_VIEWS.label(float(a), float(e)) for a, e in zip(cams.azimuth, cams.elevation)]
+    ref = [REFERENCE_VIEWS.label(float(a), float(e)) for a, e in zip(cams.azimuth, cams.elevation)]
+    # "front view of" now means ±22.5° (not ±45°); "front left view of" exists only in the fine scheme.
+    assert prior.cond("front view of a red cube").shape[0] == fine.count("front") < ref.count("front")
+    assert prior.cond("front left view of a red cube").shape[0] == fine.count("front left") > 0
+    assert prior.cond("a red cube").shape[0] == len(fine)
+    assert len(prompt_variants("a red cube", True, FINE_VIEWS)) == 1 + 12
+    cam = orbit_cameras(torch.tensor([300.0]), torch.tensor([10.0]), torch.tensor([50.0]))
+    assert view_prompt("a red cube", cam, True, FINE_VIEWS) == "front left view of a red cube"
+    assert view_prompt("a red cube", cam, True, REFERENCE_VIEWS) == "side view of a red cube"
+
+
+def test_view_scheme_errors():
+    from sjc.config import RunConfig
+    from sjc.train import build_run
+    cfg = RunConfig(prompt="a red cube")
+    cfg.guidance.view_scheme = "sideways"
+    with pytest.raises(SJCError, match="unknown --view-scheme 'sideways'; choose one of reference, fine"):
+        cfg.validate()
+    cfg.guidance.view_scheme = "reference"   # the shipped toy prior was trained on the fine scheme only
+    with pytest.raises(SJCError, match="understands only 'fine' view prompts"):
+        build_run(cfg)

@@ -37,7 +37,9 @@ def load_prior(cfg, device="cpu") -> Prior:
     """Build the run's prior from its config."""
     name = prior_name(cfg)
     if name == "closed-form":
-        return ClosedFormPrior(resolution=cfg.render.resolution or 32, device=device)
+        from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES
+        views = VIEW_SCHEMES[cfg.guidance.view_scheme] if cfg.guidance.view_scheme else REFERENCE_VIEWS
+        return ClosedFormPrior(resolution=cfg.render.resolution or 32, device=device, views=views)
     m = cfg.model
     if name == "toy":   # the shipped learned prior unless --model names another pixel-space text U-Net
         from .text_unet import PixelTextPrior

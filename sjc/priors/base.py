@@ -6,6 +6,8 @@ from typing import Any, Optional
 
 import torch
 
+from ..cameras import REFERENCE_VIEWS, ViewScheme
+
 
 class Prior(ABC):
     """A 2D diffusion prior in the VE convention: x in data units, σ the noise std, D returns x̂₀."""
@@ -22,6 +24,7 @@ class Prior(ABC):
     background_init: float = 0.0      # initial background value in data units
     appearance_init: str = "zeros"    # "zeros" or "randn"
     sigmas: torch.Tensor              # ascending σ table the model knows
+    views: ViewScheme = REFERENCE_VIEWS   # the view prompts it understands ("front view of ...")
 
     def __init__(self):
         self._cond_cache: dict[str, Any] = {}

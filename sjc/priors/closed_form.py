@@ -9,6 +9,7 @@ import torch
 
 from .. import toyworld
 from ..atomic import atomic_path
+from ..cameras import REFERENCE_VIEWS, ViewScheme
 from .base import Prior
 
 
@@ -35,8 +36,10 @@ class ClosedFormPrior(Prior):
     defaults = {"grid_size": 48, "steps": 1000, "guidance_scale": 1.0, "emptiness_weight": 1.0,
                 "fov_min": toyworld.SET_FOV, "fov_max": toyworld.SET_FOV}
 
-    def __init__(self, resolution: int = 32, device="cpu", sigma_range=(0.5, 6.0), images=None):
+    def __init__(self, resolution: int = 32, device="cpu", sigma_range=(0.5, 6.0), images=None,
+                 views: ViewScheme = REFERENCE_VIEWS):
         super().__init__()
+        self.views = views   # exact for any scheme: each image's label comes from its camera
         self.height = self.width = resolution
         self.device = torch.device(device)
         self.sigmas = torch.logspace(-2, 1.5, 1000, device=self.device)   # 0.01 … 31.6
@@ -51,16 +54,18 @@ class ClosedFormPrior(Prior):
         return self.sigmas[(self.sigmas >= lo) & (self.sigmas <= hi)]
 
     def _object_images(self, obj: toyworld.ToyObject) -> tuple[torch.Tensor, list[str]]:
+        """The object's image set (cached on disk) and each image's view label in this prior's scheme."""
+        cams = toyworld.image_set_cameras()
+        labels = [self.views.label(float(a), float(e)) for a, e in zip(cams.azimuth, cams.elevation)]
         path = cache_dir() / "toyworld" / f"{obj.shape}-{obj.colour}-{self.height}-v2.pt"
         if path.exists():
             try:
-                data = torch.load(path, weights_only=True)
-                return data["images"].to(self.device), data["labels"]
+                return torch.load(path, weights_only=True)["images"].to(self.device), labels
             except Exception:
                 pass   # a corrupt cache entry is simply rebuilt
-        imgs, labels = toyworld.image_set(obj, self.height)
+        imgs, ref_labels = toyworld.image_set(obj, self.height)
         with atomic_path(path) as tmp:
-            torch.save({"images": imgs, "labels": labels}, tmp)
+            torch.save({"images": imgs, "labels": ref_labels}, tmp)
         return imgs.to(self.device), labels
 
     def encode(self, prompt: str) -> torch.Tensor:

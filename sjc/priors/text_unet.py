@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme
 from .loading import load_failed, offline, resolve_model
 from .vp import VPDenoiserPrior, classifier_free_guidance
 
@@ -41,6 +42,21 @@ def load_text_unet_components(model: str, model_config: Optional[str] = None, dt
         return unet, vae, text_encoder, tokenizer, scheduler
     except Exception as e:   # diffusers/transformers raise many types; each becomes one actionable line
         raise load_failed(model, e) from None
+
+
+def trained_views(model: str) -> ViewScheme:
+    """The view-prompt scheme a model folder was trained with (model_index.json's "_sjc_views"; else the reference's)."""
+    import json
+
+    kind, path = resolve_model(model)
+    index = Path(path) / "model_index.json"
+    if kind == "file" or not index.is_file():
+        return REFERENCE_VIEWS
+    name = json.loads(index.read_text()).get("_sjc_views", REFERENCE_VIEWS.name)
+    if name not in VIEW_SCHEMES:
+        from ..errors import SJCError
+        raise SJCError(f"{model}: unknown view scheme {name!r} in model_index.json; known: {', '.join(VIEW_SCHEMES)}")
+    return VIEW_SCHEMES[name]
 
 
 class TextUNetPrior(VPDenoiserPrior):
@@ -118,6 +134,8 @@ class PixelTextPrior(TextUNetPrior):
         self.channels = self.unet.config.in_channels
         size = self.unet.config.sample_size
         self.height, self.width = (size, size) if isinstance(size, int) else tuple(size)
+        if components is None:
+            self.views = trained_views(str(model or BUILTIN_TOY_MODEL))
 
     def encode(self, prompt: str) -> torch.Tensor:
         if self.builtin and prompt:   # the shipped model knows only toy-world words: say so instead of guessing
