@@ -104,17 +104,11 @@ FINE_VIEWS = ViewScheme("fine", sides=("front", "front right", "right side", "ba
                                        "left side", "front left"),
                         overhead=("overhead front", "overhead right", "overhead back", "overhead left"))
 VIEW_SCHEMES = {v.name: v for v in (REFERENCE_VIEWS, FINE_VIEWS)}
-VIEW_LABELS = REFERENCE_VIEWS.labels   # ("front", "side", "back", "overhead")
 
 
 def view_label(azimuth: float, elevation: float) -> str:
     """front / side / back / side by azimuth quadrant (±45° around 0, 90, 180, 270); overhead above ~42°."""
     return REFERENCE_VIEWS.label(azimuth, elevation)
-
-
-def view_prefix(label: str) -> str:
-    """The prompt prefix of a view label ('backside view of ' for back)."""
-    return ViewScheme.prefix(label)
 
 
 def spiral_cameras(n: int = 100, turns: float = 3.0, elev_start: float = 60.0, elev_end: float = -5.0,
