@@ -8,13 +8,15 @@ SWEEP_PROMPTS=("a red cube" "a blue mug" "a green cube" "a pink cube with a ball
 case "${1:-all}" in
 train | all)
   sjc prior dataset --out toyprior                                   # 7 shapes × 2000 views, ~3 min
-  sjc prior train --data toyprior --out toyprior/train --steps 6000 --views reference  # batch 64, resumable; ~85 min
-  # Fine-tune to the fine view prompts (45° sectors): ~21 + ~29 min uncontended.
-  sjc prior train --data toyprior --out toyprior/fine-1 --init toyprior/train/model --views fine --steps 1500 \
+  # The shipped model: one run with the fine view prompts, ~100 min on 2 cores (docs/toy-prior/train-config.json).
+  sjc prior train --data toyprior --out toyprior/train --views fine --steps 7000 --view-caption 0.8 --threads 2
+  rm -rf sjc/weights/toy32 && cp -r toyprior/train/model sjc/weights/toy32 ;;&
+finetuned)   # the model shipped before: base model (reference views) + two fine-tunes, ~135 min (docs/toy-prior/finetuned/)
+  sjc prior train --data toyprior --out toyprior/base --steps 6000 --views reference  # batch 64, resumable; ~85 min
+  sjc prior train --data toyprior --out toyprior/fine-1 --init toyprior/base/model --views fine --steps 1500 \
     --lr 2e-4 --warmup 100 --ema-decay 0.998 --sample-every 500
   sjc prior train --data toyprior --out toyprior/fine-2 --init toyprior/fine-1/model --views fine --steps 2000 \
-    --lr 3e-4 --warmup 50 --view-caption 0.9 --ema-decay 0.998 --sample-every 1000
-  rm -rf sjc/weights/toy32 && cp -r toyprior/fine-2/model sjc/weights/toy32 ;;&
+    --lr 3e-4 --warmup 50 --view-caption 0.9 --ema-decay 0.998 --sample-every 1000 ;;
 views | all)   # why fine view prompts: the exact prior with either scheme; 4 prompts x 3 seeds, ~3 min each
   V=docs/toy-prior/views
   sjc eval --prior closed-form --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --variants paas --jobs 2 --out $V/closed-form-reference
