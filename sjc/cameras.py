@@ -64,6 +64,11 @@ def sample_train_cameras(n: int, cfg, generator: torch.Generator, device="cpu") 
 OVERHEAD_ELEVATION = 42.0
 
 
+def _sector(azimuth, n: int):
+    """Which of n equal azimuth sectors (the first centred on 0°) holds each angle in degrees (float or tensor)."""
+    return ((azimuth + 180.0 / n) % 360.0) // (360.0 / n)
+
+
 @dataclass(frozen=True)
 class ViewScheme:
     """How a camera becomes a view prompt: equal azimuth sectors (the first centred on 0°), overhead above ~42°."""
@@ -79,15 +84,14 @@ class ViewScheme:
     def label(self, azimuth: float, elevation: float) -> str:
         """The label of one camera (angles in degrees)."""
         ring = self.overhead if elevation > OVERHEAD_ELEVATION else self.sides
-        return ring[int(((azimuth + 180.0 / len(ring)) % 360.0) // (360.0 / len(ring))) % len(ring)]
+        return ring[int(_sector(azimuth, len(ring))) % len(ring)]
 
     def index(self, azimuth: torch.Tensor, elevation: torch.Tensor) -> torch.Tensor:
         """Index into `labels` of each camera (the vectorised `label`)."""
         out = []
         for ring in (self.sides, self.overhead):
             lookup = torch.tensor([self.labels.index(v) for v in ring])
-            sector = torch.floor(torch.remainder(azimuth + 180.0 / len(ring), 360.0) / (360.0 / len(ring))).long()
-            out.append(lookup[sector.clamp(0, len(ring) - 1)])
+            out.append(lookup[_sector(azimuth, len(ring)).long().clamp(0, len(ring) - 1)])
         return torch.where(elevation > OVERHEAD_ELEVATION, out[1], out[0])
 
     @staticmethod

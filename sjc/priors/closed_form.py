@@ -63,9 +63,9 @@ class ClosedFormPrior(Prior):
                 return torch.load(path, weights_only=True)["images"].to(self.device), labels
             except Exception:
                 pass   # a corrupt cache entry is simply rebuilt
-        imgs, ref_labels = toyworld.image_set(obj, self.height)
+        imgs, _ = toyworld.image_set(obj, self.height)   # labels come from the cameras, in this prior's scheme
         with atomic_path(path) as tmp:
-            torch.save({"images": imgs, "labels": ref_labels}, tmp)
+            torch.save({"images": imgs}, tmp)
         return imgs.to(self.device), labels
 
     def encode(self, prompt: str) -> torch.Tensor:
