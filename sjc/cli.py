@@ -166,25 +166,44 @@ def cmd_prior_check(a) -> None:
     check_writable(out.with_suffix(".json"))
     data = load_dataset(Path(a.data))
     prior = _toy_prior(a.model)
-    clf = NearestRender(data["shaded"], data["background"], a.views)
+    views = list(prior.views.labels) if a.view == ["all"] else a.view or [None]
+    for v in views:
+        if v and v not in prior.views.labels:
+            raise SJCError(f"--view {v!r} is not a view of this prior's {prior.views.name!r} scheme: use all or "
+                           f"one of {', '.join(prior.views.labels)}")
+    labels = prior.views.index(data["azimuth"], data["elevation"]) if a.view else None
+    clf = NearestRender(data["shaded"], data["background"], a.views or (None if a.view else 500), labels)
     held = [toyworld.ToyObject(s, c) for s, c in HELD_OUT]
     trained = [o for o in toyworld.ALL_OBJECTS if (o.shape, o.colour) not in HELD_OUT]
-    result = {"model": str(a.model or "built-in"), "samples_per_object": a.n, "heun_steps": a.steps,
-              "guidance_scale": a.guidance_scale or prior.default_guidance}
-    lines = [f"# 2D sample accuracy of the toy prior ({a.n} Heun samples per object, {a.steps} steps, "
-             f"guidance {result['guidance_scale']})", "",
+    result = {"model": str(a.model or "built-in"), "samples_per_object": a.n * len(views), "heun_steps": a.steps,
+              "guidance_scale": a.guidance_scale or prior.default_guidance, "views": views}
+    seen = (f", {a.n} per view prompt ({', '.join(views)}), each compared with its view's renders only" if a.view
+            else "")
+    lines = [f"# 2D sample accuracy of the toy prior ({a.n * len(views)} Heun samples per object{seen}, "
+             f"{a.steps} steps, guidance {result['guidance_scale']})", "",
              "| set | objects | shape and colour right | shape right | colour right |", "|---|---|---|---|---|"]
+
+    def mean(rows):
+        return {k: sum(r[k] for r in rows) / len(rows) for k in ("correct", "shape_ok", "colour_ok")}
+
     for name, objs in (("trained", trained), ("held out", held)):
-        rows, imgs = sample_accuracy(prior, clf, objs, a.n, a.steps, a.guidance_scale, a.seed)
-        mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("correct", "shape_ok", "colour_ok")}
-        result[name] = {"mean": mean, "objects": rows}
-        lines.append(f"| {name} | {len(objs)} | {mean['correct']:.1%} | {mean['shape_ok']:.1%} | {mean['colour_ok']:.1%} |")
+        rows, imgs = sample_accuracy(prior, clf, objs, a.n, a.steps, a.guidance_scale, a.seed, views)
+        m = mean(rows)
+        result[name] = {"mean": m, "objects": rows}
+        if len(views) > 1:
+            result[name]["by_view"] = {v: mean([r for r in rows if r["view"] == v]) for v in views}
+        lines.append(f"| {name} | {len(objs)} | {m['correct']:.1%} | {m['shape_ok']:.1%} | {m['colour_ok']:.1%} |")
         save_image(out.parent / f"{out.name}-{name.replace(' ', '-')}.png", imgs[::max(1, a.n // 4)][:32 * 4],
                    scale=2, ncol=16)
         print(lines[-1], flush=True)
+    if len(views) > 1:
+        lines += ["", "Per view prompt (shape and colour right):", "", "| view | trained | held out |", "|---|---|---|"]
+        lines += [f"| {v} | {result['trained']['by_view'][v]['correct']:.1%} | "
+                  f"{result['held out']['by_view'][v]['correct']:.1%} |" for v in views]
     lines += ["", "Per held-out object:", "", "| object | right | shape | colour |", "|---|---|---|---|"]
-    lines += [f"| {r['object']} | {r['correct']:.0%} | {r['shape_ok']:.0%} | {r['colour_ok']:.0%} |"
-              for r in result["held out"]["objects"]]
+    for obj in held:
+        m = mean([r for r in result["held out"]["objects"] if r["object"] == obj.caption])
+        lines.append(f"| {obj.caption} | {m['correct']:.0%} | {m['shape_ok']:.0%} | {m['colour_ok']:.0%} |")
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
@@ -313,11 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     pc = prs.add_parser("check", help="2D sample accuracy on trained and held-out objects (nearest true render)")
     pc.add_argument("--model", help="toy prior folder (default: the built-in one)")
     pc.add_argument("--data", default="toyprior", help="dataset from `sjc prior dataset` (the reference renders)")
-    pc.add_argument("--views", type=int, default=500, help="reference views per shape")
+    pc.add_argument("--views", type=int, help="reference views per shape (default: 500; all with --view)")
     pc.add_argument("--n", type=int, default=8, help="samples per object")
     pc.add_argument("--steps", type=int, default=20, help="Heun steps")
     pc.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default: the prior's)")
     pc.add_argument("--seed", type=int, default=0)
+    pc.add_argument("--view", nargs="+", help="view prompts to sample with (e.g. 'front', or all): --n samples per "
+                                              "view, each compared with its view's renders only (default: no prefix)")
     pc.add_argument("--out", default="docs/toy-prior-check", help="path prefix for .md, .json and PNG grids")
     pc.set_defaults(func=cmd_prior_check)
 

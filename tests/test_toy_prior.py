@@ -88,6 +88,22 @@ def test_dataset_file_and_nearest_render_classifier(dataset):
     assert 0.04 < err.mean() < 0.06   # the added noise's RMS
 
 
+def test_nearest_render_restricted_to_one_view(dataset):
+    """With view labels, an image is only compared with the renders of the asked view."""
+    data = load_dataset(dataset)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1]).expand(7, 6)            # views 0-2 are 'view 0', views 3-5 'view 1'
+    clf = NearestRender(data["shaded"], data["background"], view_labels=labels)
+    albedo = torch.tensor(list(toyworld.COLOURS.values()))
+    img = toyworld.colourise(data["shaded"][3, 1].float()[None], data["background"][3, 1].float()[None], albedo[2])
+    s, c, err = clf.classify(img, view=0)                             # its own view: found exactly
+    assert (s.item(), c.item()) == (3, 2) and err.item() < 1e-3
+    d = clf.distances(img, view=1).view(7, 6, -1)
+    assert torch.isinf(d[:, :3]).all() and torch.isfinite(d[:, 3:]).all()
+    assert clf.classify(img, view=1)[2].item() > 1e-2                # the exact render is out of the running
+    with pytest.raises(ValueError, match="view_labels"):
+        NearestRender(data["shaded"], data["background"]).classify(img, view=0)
+
+
 def test_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(SJCError, match="sjc prior dataset"):
         load_dataset(tmp_path)
@@ -166,13 +182,15 @@ def test_fine_tuning_into_finer_view_prompts_keeps_the_weights_and_records_the_s
         PixelTextPrior(str(fine))
 
 
-def test_prior_cli_errors(tmp_path, capsys):
+def test_prior_cli_errors(dataset, tmp_path, capsys):
     assert main(["prior", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "t")]) == 2
     assert "sjc prior dataset" in capsys.readouterr().err
     assert main(["prior", "dataset", "--views", "0", "--out", str(tmp_path)]) == 2
     assert "--views" in capsys.readouterr().err
     assert main(["prior", "train", "--data", str(tmp_path), "--out", str(tmp_path / "t"), "--init", str(tmp_path)]) == 2
     assert "no unet/" in capsys.readouterr().err
+    assert main(["prior", "check", "--data", str(dataset), "--view", "side", "--out", str(tmp_path / "c")]) == 2
+    assert "not a view of this prior's 'fine' scheme" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ the shipped weights
@@ -184,14 +202,19 @@ def builtin():
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """A nearest-render classifier over 500 random views per shape at 32×32 (other cameras than training's).
+def reference_data(tmp_path_factory):
+    """500 random views per shape at 32×32 (other cameras than training's) as a dataset folder.
 
     500 as in `sjc prior check`: with fewer views the nearest render of a sharp cube in an arbitrary pose is far
     away, and the distance stops telling a sharp right image from a blurred one.
     """
-    folder = build_dataset(DatasetConfig(views=500, resolution=32, seed=1), tmp_path_factory.mktemp("ref"), progress=False)
-    data = load_dataset(folder)
+    return build_dataset(DatasetConfig(views=500, resolution=32, seed=1), tmp_path_factory.mktemp("ref"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def reference(reference_data):
+    """A nearest-render classifier over the reference views."""
+    data = load_dataset(reference_data)
     return NearestRender(data["shaded"], data["background"])
 
 
@@ -217,6 +240,18 @@ def test_builtin_prior_samples_the_prompted_object(builtin, reference):
             toyworld.ToyObject("cube", "green")]   # the last is held out of training
     rows, _ = sample_accuracy(builtin, clf, objs, n=4, steps=15)
     assert sum(r["correct"] for r in rows) / len(rows) >= 0.75, rows
+
+
+def test_view_prompted_samples_are_checked_against_their_view(builtin, reference_data):
+    """`sjc prior check --view`: one row per object and view, each sample compared with that view's renders."""
+    from sjc.check2d import sample_accuracy
+    data = load_dataset(reference_data)
+    clf = NearestRender(data["shaded"], data["background"],
+                        view_labels=builtin.views.index(data["azimuth"], data["elevation"]))
+    rows, imgs = sample_accuracy(builtin, clf, [toyworld.ToyObject("cube", "red")], n=2, steps=15,
+                                 views=("front", "overhead back"))
+    assert [r["view"] for r in rows] == ["front", "overhead back"] and imgs.shape == (4, 3, 32, 32)
+    assert sum(r["correct"] for r in rows) / len(rows) >= 0.5, rows
 
 
 def test_paas_beats_naive_in_2d(builtin, reference):
