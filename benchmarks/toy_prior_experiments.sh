@@ -47,7 +47,8 @@ eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle c
   sjc eval --jobs 2 --variants oracle --out docs/eval-oracle ;;&
 methods | all)   # gradient forms and view prompts, 3 seeds (PAAS itself is in docs/eval)
   sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --jobs 2 \
-    --variants paas-plain naive sds paas:noview --out docs/eval-methods ;;&
+    --variants paas-plain naive sds paas:noview --out docs/eval-methods
+  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --out docs/eval-methods-12 ;;&  # ~1 h
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
   sjc bench --threads 2 --out docs/bench/renderer_cpu.json
   sjc bench sweep --threads 2 --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json
