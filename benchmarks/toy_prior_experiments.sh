@@ -25,6 +25,8 @@ views | all)   # why fine view prompts: the exact prior with either scheme; 4 pr
   sjc eval --model toyprior/fine-1/model --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --out $V/learned-fine-1 ;;&
 check | all)
   sjc prior check --data toyprior --out docs/toy-prior/check         # 2D sample accuracy, ~4 min
+  sjc prior check --data toyprior --view all --n 2 --out docs/toy-prior/check-views   # with view prompts, ~16 min
+  python benchmarks/ball_visibility.py toyprior                     # share of views that hide the ball
   sjc paas2d "a red cube" "a blue sphere" "a green cube" "an orange mug" --data toyprior \
     --methods paas naive sds --out docs/toy-prior/paas2d.png ;;&
 defaults | all)   # the SJC defaults of the toy prior: one seed, 4 prompts (2 held out), ~1.5 min per cell
