@@ -43,7 +43,15 @@ defaults | all)   # the SJC defaults of the toy prior: one seed, 4 prompts (2 he
   for e in 10 0.1; do
     sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --sigma-min 0.1 --sigma-max 4 --emptiness-weight $e \
       --out $S/emptiness-$e
-  done ;;&
+  done
+  # the same checks with the shipped model: seed 0, then the two closest rivals with 3 seeds
+  S=docs/toy-prior/sweep/shipped; E=(--prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2)
+  sjc eval "${E[@]}" --guidance-scale 2 --out $S/guidance-2
+  sjc eval "${E[@]}" --guidance-scale 5 --out $S/guidance-5
+  sjc eval "${E[@]}" --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8
+  sjc eval "${E[@]}" --emptiness-weight 3 --out $S/emptiness-3
+  sjc eval "${E[@]}" --seeds 3 --guidance-scale 2 --out $S/guidance-2-3seeds
+  sjc eval "${E[@]}" --seeds 3 --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8-3seeds ;;&
 eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle ceiling (1 seed)
   sjc eval --seeds 3 --jobs 2 --variants paas --out docs/eval
   sjc eval --jobs 2 --variants oracle --out docs/eval-oracle ;;&
