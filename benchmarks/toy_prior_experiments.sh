@@ -51,7 +51,8 @@ defaults | all)   # the SJC defaults of the toy prior: one seed, 4 prompts (2 he
   sjc eval "${E[@]}" --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8
   sjc eval "${E[@]}" --emptiness-weight 3 --out $S/emptiness-3
   sjc eval "${E[@]}" --seeds 3 --guidance-scale 2 --out $S/guidance-2-3seeds
-  sjc eval "${E[@]}" --seeds 3 --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8-3seeds ;;&
+  sjc eval "${E[@]}" --seeds 3 --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8-3seeds
+  sjc eval --seeds 3 --jobs 2 --variants paas --guidance-scale 2 --out $S/eval-12-guidance-2 ;;&   # 12 prompts
 eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle ceiling (1 seed)
   sjc eval --seeds 3 --jobs 2 --variants paas --out docs/eval
   sjc eval --jobs 2 --variants oracle --out docs/eval-oracle ;;&
