@@ -54,6 +54,8 @@ class GuidanceConfig:
     guidance_scale: Optional[float] = None  # None: the prior's default
     view_prompts: bool = True      # prefix "front view of" etc. by camera
     view_scheme: Optional[str] = None  # reference (4 views) | fine (45° sectors); None: the prior's own
+    polish_sigma_min: float = 0.05     # σ range of the appearance polish (data units)
+    polish_sigma_max: float = 0.5
 
 
 @dataclass
@@ -71,6 +73,7 @@ class RegConfig:
 class OptimConfig:
     """Adamax with per-group learning rates (reference defaults)."""
     steps: Optional[int] = None    # optimisation steps (None: the prior's default)
+    polish_steps: Optional[int] = None  # appearance-only steps after them, at small σ (None: the prior's default)
     lr: float = 0.05               # Adamax learning rate of density, appearance and d_scale
     bg_lr: float = 1e-4            # Adamax learning rate of the background
     seed: int = 0                  # same seed and config → the same field (on CPU)
@@ -203,6 +206,11 @@ class RunConfig:
         lo, hi = self.guidance.sigma_min, self.guidance.sigma_max
         if (lo is not None and lo <= 0) or (lo is not None and hi is not None and hi <= lo):
             raise SJCError(f"need 0 < --sigma-min < --sigma-max, got {lo} and {hi}")
+        if self.optim.polish_steps is not None and self.optim.polish_steps < 0:
+            raise SJCError(f"--polish-steps must be 0 or more, got {self.optim.polish_steps}")
+        plo, phi = self.guidance.polish_sigma_min, self.guidance.polish_sigma_max
+        if not 0 < plo < phi:
+            raise SJCError(f"need 0 < --polish-sigma-min < --polish-sigma-max, got {plo} and {phi}")
         if self.guidance.view_scheme is not None and self.guidance.view_scheme not in VIEW_SCHEMES:
             raise SJCError(f"unknown --view-scheme {self.guidance.view_scheme!r}; choose one of {', '.join(VIEW_SCHEMES)}")
         fmin, fmax = self.camera.fov_min, self.camera.fov_max

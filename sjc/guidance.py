@@ -67,7 +67,7 @@ class ScoreGuide:
                  num_noise: int):
         self.prior, self.method, self.sigmas = prior, method, sigmas
         self.fn = GRADIENTS[method]
-        self.guidance = prior.default_guidance if guidance is None else guidance
+        self.guidance = prior.sjc_guidance if guidance is None else guidance
         self.num_noise = num_noise
 
     def __call__(self, x: torch.Tensor, cams: Cameras, prompt: str, generator: torch.Generator) -> torch.Tensor:

@@ -148,6 +148,8 @@ def load_run(run_dir: Path, restore: bool = True) -> Run:
     if not (run_dir / CONFIG_NAME).is_file():
         raise SJCError(f"{run_dir} holds no {CONFIG_NAME}: it is not an sjc run folder")
     cfg = RunConfig.load(run_dir / CONFIG_NAME)
+    if cfg.optim.polish_steps is None:   # a run written before the appearance polish existed: resumed without it
+        cfg.optim.polish_steps = 0
     try:
         cfg.validate()
     except SJCError as e:

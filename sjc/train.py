@@ -28,6 +28,7 @@ class Run:
     field: VoxelField
     optimizer: torch.optim.Optimizer
     guide: Callable
+    polish_guide: Callable   # the guide of the appearance polish: the same method at small σ
     generators: dict[str, torch.Generator]
     device: torch.device
     step: int = 0
@@ -91,6 +92,7 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
                        prior.appearance_init, prior.background_init, init_gen, device)
     optimizer = build_optimizer(field, cfg)
     g = cfg.guidance
+    polish_guide = None
     if g.method == "oracle":
         obj = prior.truth(cfg.prompt)
         if obj is None:
@@ -101,19 +103,30 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     else:
         guide = ScoreGuide(prior, g.method, train_sigmas(prior, g.sigma_min, g.sigma_max), g.guidance_scale,
                            g.num_noise)
-    return Run(cfg, prior, field, optimizer, guide, {"camera": cam_gen, "noise": noise_gen}, device)
+        polish_guide = ScoreGuide(prior, g.method, train_sigmas(prior, g.polish_sigma_min, g.polish_sigma_max),
+                                  g.guidance_scale, g.num_noise)
+    return Run(cfg, prior, field, optimizer, guide, polish_guide or guide, {"camera": cam_gen, "noise": noise_gen},
+               device)
 
 
 def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
-    """One step of Score Jacobian Chaining; returns the loss terms (tensors, not synchronised)."""
+    """One step of Score Jacobian Chaining; returns the loss terms (tensors, not synchronised).
+
+    Steps past cfg.optim.steps are the appearance polish: the score at small σ, chained into the appearance
+    grid alone (the geometry is final), from a fresh Adamax state.
+    """
     cfg = run.cfg
+    polish = step >= cfg.optim.steps
+    if step == cfg.optim.steps:
+        run.optimizer.state.pop(run.field.appearance_raw, None)
     cams_host = sample_train_cameras(1, cfg.camera, run.generators["camera"])
     cams = cams_host.to(run.device)
     prompt = view_prompt(cfg.prompt, cams_host, cfg.guidance.view_prompts, run.prior.views)
     if step % cfg.render.occupancy_every == 0 and uses_occupancy(cfg.render.renderer, run.device):
         run.field.refresh_occupancy(cfg.render.occupancy_threshold)
     out = run.render(cams)
-    grad = run.guide(out.image.detach(), cams, prompt, run.generators["noise"])   # 2D score, no U-Net Jacobian
+    guide = run.polish_guide if polish else run.guide
+    grad = guide(out.image.detach(), cams, prompt, run.generators["noise"])   # 2D score, no U-Net Jacobian
     lam = emptiness_weight(cfg.reg.emptiness_weight, step, cfg.reg.emptiness_mult_step, cfg.reg.emptiness_mult)
     empty = out.emptiness / out.n_samples.clamp_min(1)   # regularizers.emptiness_loss, summed by the renderer
     reg = lam * empty
@@ -121,7 +134,10 @@ def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
         reg = reg + cfg.reg.center_depth_weight * center_depth_loss(out.depth, cfg.render.far_depth)
     run.optimizer.zero_grad(set_to_none=True)
     # The chain rule as one vector–Jacobian product: ascend the 2D score through ∂x/∂θ, descend the regularisers.
-    torch.autograd.backward([out.image, reg], [-grad, torch.ones_like(reg)])
+    if polish:
+        torch.autograd.backward(out.image, -grad, inputs=[run.field.appearance_raw])
+    else:
+        torch.autograd.backward([out.image, reg], [-grad, torch.ones_like(reg)])
     run.optimizer.step()
     return {"emptiness": empty.detach(), "grad_norm": grad.norm() / grad.numel() ** 0.5,
             "opacity": out.opacity.mean().detach()}
@@ -141,18 +157,22 @@ def resume_from(run: Run, out_dir: Path) -> None:
 
 def train(run: Run, out_dir: Optional[Path] = None, progress: bool = True,
           on_preview: Optional[Callable[[Run], None]] = None) -> Run:
-    """Optimise from run.step to cfg.optim.steps, checkpointing every ckpt_every steps and at the end."""
+    """Optimise from run.step through cfg.optim.steps and the polish steps, checkpointing every ckpt_every
+    steps and at the end."""
     from tqdm import tqdm
 
     cfg = run.cfg
-    total = cfg.optim.steps
-    bar = tqdm(total=total, initial=run.step, disable=not progress, desc="sjc", unit="step", dynamic_ncols=True)
+    total = cfg.optim.steps + cfg.optim.polish_steps
+    phase = lambda: "sjc polish" if run.step >= cfg.optim.steps else "sjc"   # noqa: E731
+    bar = tqdm(total=total, initial=run.step, disable=not progress, desc=phase(), unit="step", dynamic_ncols=True)
     t0 = time.perf_counter()
     start = run.step
     while run.step < total:
         terms = sjc_step(run, run.step)
         run.step += 1
         bar.update(1)
+        if run.step == cfg.optim.steps:
+            bar.set_description(phase(), refresh=False)
         if run.step % 20 == 0 or run.step == total:
             bar.set_postfix({k: f"{float(v):.3g}" for k, v in terms.items()}, refresh=False)
         if out_dir is not None and (run.step % cfg.output.ckpt_every == 0 or run.step == total):

@@ -406,6 +406,62 @@ def test_resume_with_fewer_steps_than_done(capsys, tiny_copy):
     assert json.loads((tiny_copy / "config.json").read_text())["optim"]["steps"] == 30
 
 
+# ---------------------------------------------------------------------------------------------- 5b. appearance polish
+
+
+def test_polish_updates_only_the_appearance_and_resumes_exactly(tmp_path):
+    """Steps past --steps move the appearance alone; a run stopped mid-polish and resumed ends bit-identical."""
+    from sjc.config import RunConfig
+    from sjc.train import build_run, resume_from, train
+
+    def config(polish):
+        cfg = RunConfig(prompt="a blue sphere", prior="closed-form")
+        cfg.field.grid_size, cfg.render.resolution, cfg.optim.steps, cfg.optim.polish_steps = 12, 8, 20, polish
+        cfg.output.ckpt_every = 1000
+        return cfg
+
+    plain = train(build_run(config(0)), progress=False)
+    polished = train(build_run(config(15)), progress=False)
+    assert polished.step == 35 and plain.step == 20
+    before, after = plain.field.state_dict(), polished.field.state_dict()
+    for name in ("density_raw", "d_scale", "background_raw"):
+        assert torch.equal(before[name], after[name]), name
+    assert (before["appearance_raw"] - after["appearance_raw"]).abs().max() > 1e-3
+
+    stopped = train(build_run(config(6)), tmp_path, progress=False)      # interrupted 6 steps into the polish
+    resumed = build_run(config(15))
+    resume_from(resumed, tmp_path)
+    assert resumed.step == 26
+    train(resumed, tmp_path, progress=False)
+    for name, value in polished.field.state_dict().items():
+        assert torch.equal(value, resumed.field.state_dict()[name]), name
+    assert stopped.step == 26
+
+
+def test_polish_steps_are_recorded_and_a_run_from_before_them_resumes_without(capsys, tiny_copy, monkeypatch):
+    from sjc.priors import ClosedFormPrior
+    monkeypatch.setitem(ClosedFormPrior.defaults, "polish_steps", 5)
+    config_path = tiny_copy / "config.json"
+    cfg = json.loads(config_path.read_text())
+    assert cfg["optim"]["polish_steps"] == 0 and cfg["guidance"]["polish_sigma_max"] == 0.5
+    del cfg["optim"]["polish_steps"]                 # as written before the polish existed
+    config_path.write_text(json.dumps(cfg))
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 40, "--quiet")
+    assert rc == 0, err
+    assert ckpt_step(tiny_copy) == 40
+    assert json.loads(config_path.read_text())["optim"]["polish_steps"] == 0
+    d = tiny_copy.parent / "new"
+    generate(d, steps=10)                            # a new run takes the prior's polish default
+    assert ckpt_step(d) == 15 and json.loads((d / "config.json").read_text())["optim"]["polish_steps"] == 5
+
+
+@pytest.mark.parametrize("flags,hint", [(["--polish-steps", "-1"], "--polish-steps"),
+                                        (["--polish-sigma-min", "0.5", "--polish-sigma-max", "0.1"], "--polish-sigma")])
+def test_bad_polish_settings(capsys, tmp_path, flags, hint):
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 5, "--out-dir", tmp_path / "r", *flags)
+    assert_one_line_error(rc, err, hint)
+
+
 # ---------------------------------------------------------------------------------------------- 6. export, render
 
 

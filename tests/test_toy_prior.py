@@ -227,6 +227,20 @@ def test_builtin_prior_is_the_default_and_small(builtin):
     assert size <= 25 * 2 ** 20
 
 
+def test_builtin_prior_guides_sjc_and_samples_at_its_own_scales(builtin):
+    """SJC's default guidance (2) and polish are the measured ones; 2D sampling keeps its own scale (3)."""
+    from sjc.config import RunConfig, resolve_defaults
+    from sjc.guidance import ScoreGuide
+    assert builtin.sjc_guidance == 2.0 and builtin.default_guidance == 3.0
+    assert ScoreGuide(builtin, "paas", builtin.sigmas, None, 1).guidance == 2.0
+    cfg = resolve_defaults(RunConfig(prompt="a red cube"), builtin.config_defaults())
+    assert cfg.guidance.guidance_scale == 2.0 and cfg.optim.polish_steps == 600 and cfg.optim.steps == 1000
+    x = torch.zeros(1, *builtin.shape)
+    sigma, cond = torch.tensor(2.0), builtin.cond("a red cube")
+    assert torch.equal(builtin.D(x, sigma, cond), builtin.D(x, sigma, cond, 3.0))   # D without a scale: sampling's
+    assert not torch.allclose(builtin.D(x, sigma, cond), builtin.D(x, sigma, cond, 2.0))
+
+
 def test_builtin_prior_rejects_words_it_never_saw(builtin):
     with pytest.raises(SJCError, match="not a toy-world prompt"):
         builtin.cond("a photo of a cat")

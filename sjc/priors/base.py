@@ -25,17 +25,24 @@ class Prior(ABC):
     appearance_init: str = "zeros"    # "zeros" or "randn"
     sigmas: torch.Tensor              # ascending σ table the model knows
     views: ViewScheme = REFERENCE_VIEWS   # the view prompts it understands ("front view of ...")
+    sampling_guidance: Optional[float] = None   # guidance for direct 2D sampling (None: the SJC default)
 
     def __init__(self):
         self._cond_cache: dict[str, Any] = {}
 
     @property
-    def default_guidance(self) -> float:
+    def sjc_guidance(self) -> float:
+        """The guidance scale SJC uses unless told otherwise (the config's guidance_scale default)."""
         return self.defaults.get("guidance_scale", 1.0)
 
+    @property
+    def default_guidance(self) -> float:
+        """The guidance scale of D when none is given: 2D sampling, the 2D check and the 2D PAAS experiment."""
+        return self.sjc_guidance if self.sampling_guidance is None else self.sampling_guidance
+
     def config_defaults(self) -> dict:
-        """This prior's defaults plus its native resolution."""
-        return {"resolution": self.height, **self.defaults}
+        """This prior's defaults plus its native resolution (and no appearance polish unless it sets one)."""
+        return {"resolution": self.height, "polish_steps": 0, **self.defaults}
 
     @property
     def shape(self) -> tuple[int, int, int]:
