@@ -4,6 +4,7 @@
 set -euo pipefail
 export SJC_CACHE="${SJC_CACHE:-$HOME/.cache/sjc}"
 SWEEP_PROMPTS=("a red cube" "a blue mug" "a green cube" "a pink cube with a ball on its front")
+OLD=(--guidance-scale 3 --polish-steps 0)   # the toy prior's defaults before guidance 2 and the appearance polish
 
 case "${1:-all}" in
 train | all)
@@ -22,7 +23,8 @@ views | all)   # why fine view prompts: the exact prior with either scheme; 4 pr
   sjc eval --prior closed-form --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --variants paas --jobs 2 --out $V/closed-form-reference
   sjc eval --prior closed-form --view-scheme fine --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --variants paas --jobs 2 \
     --out $V/closed-form-fine
-  sjc eval --model toyprior/fine-1/model --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --out $V/learned-fine-1 ;;&
+  sjc eval --model toyprior/fine-1/model --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 "${OLD[@]}" \
+    --out $V/learned-fine-1 ;;&
 check | all)
   sjc prior check --data toyprior --out docs/toy-prior/check         # 2D sample accuracy, ~4 min
   sjc prior check --data toyprior --view all --n 2 --out docs/toy-prior/check-views   # with view prompts, ~16 min
@@ -30,38 +32,43 @@ check | all)
   sjc paas2d "a red cube" "a blue sphere" "a green cube" "an orange mug" --data toyprior \
     --methods paas naive sds --out docs/toy-prior/paas2d.png ;;&
 defaults | all)   # the SJC defaults of the toy prior: one seed, 4 prompts (2 held out), ~1.5 min per cell
+  # (measured before guidance 2 and the polish became the defaults: "${OLD[@]}" keeps those settings)
   S=docs/toy-prior/sweep
   for r in "0.1 4" "0.3 4" "0.5 8" "0.1 10" "0.3 10" "1 10" "0.5 20"; do
     set -- $r
-    sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --sigma-min $1 --sigma-max $2 --out $S/sigma-$1-$2
+    sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 "${OLD[@]}" --sigma-min $1 --sigma-max $2 --out $S/sigma-$1-$2
   done
   for r in "0.1 4" "0.5 8"; do set -- $r   # the old default and the closest rival, with 3 seeds
-    sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --variants paas --jobs 2 --sigma-min $1 --sigma-max $2 --out $S/sigma-$1-$2-3seeds
+    sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --variants paas --jobs 2 "${OLD[@]}" --sigma-min $1 --sigma-max $2 --out $S/sigma-$1-$2-3seeds
   done
-  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --sigma-min 0.5 --sigma-max 10 --guidance-scale 5 \
+  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 "${OLD[@]}" --sigma-min 0.5 --sigma-max 10 --guidance-scale 5 \
     --out $S/sigma-0.5-10-guidance-5
   for e in 10 0.1; do
-    sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --sigma-min 0.1 --sigma-max 4 --emptiness-weight $e \
+    sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 "${OLD[@]}" --sigma-min 0.1 --sigma-max 4 --emptiness-weight $e \
       --out $S/emptiness-$e
   done
   # the same checks with the shipped model: seed 0, then the two closest rivals with 3 seeds
-  S=docs/toy-prior/sweep/shipped; E=(--prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2)
+  S=docs/toy-prior/sweep/shipped; E=(--prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --polish-steps 0)
   sjc eval "${E[@]}" --guidance-scale 2 --out $S/guidance-2
   sjc eval "${E[@]}" --guidance-scale 5 --out $S/guidance-5
-  sjc eval "${E[@]}" --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8
-  sjc eval "${E[@]}" --emptiness-weight 3 --out $S/emptiness-3
+  sjc eval "${E[@]}" --guidance-scale 3 --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8
+  sjc eval "${E[@]}" --guidance-scale 3 --emptiness-weight 3 --out $S/emptiness-3
   sjc eval "${E[@]}" --seeds 3 --guidance-scale 2 --out $S/guidance-2-3seeds
-  sjc eval "${E[@]}" --seeds 3 --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8-3seeds
-  sjc eval --seeds 3 --jobs 2 --variants paas --guidance-scale 2 --out $S/eval-12-guidance-2 ;;&   # 12 prompts
+  sjc eval "${E[@]}" --seeds 3 --guidance-scale 3 --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8-3seeds
+  sjc eval --seeds 3 --jobs 2 --variants paas --guidance-scale 2 --polish-steps 0 --out $S/eval-12-guidance-2 ;;&  # 12 prompts
 eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle ceiling (1 seed)
   sjc eval --seeds 3 --jobs 2 --variants paas --out docs/eval
-  sjc eval --jobs 2 --variants oracle --out docs/eval-oracle ;;&
+  sjc eval --jobs 2 --variants oracle --out docs/eval-oracle
+  P=docs/toy-prior/previous-defaults   # guidance 3, no polish
+  sjc eval --seeds 3 --jobs 2 --variants paas "${OLD[@]}" --out $P/eval
+  sjc eval --jobs 2 --variants oracle --polish-steps 0 --out $P/eval-oracle
+  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --jobs 2 "${OLD[@]}" \
+    --variants paas-plain naive sds paas:noview --out $P/eval-methods
+  sjc eval --seeds 3 --jobs 2 "${OLD[@]}" --variants paas-plain naive sds paas:noview sds:noview --out $P/eval-methods-12 ;;&
 methods | all)   # gradient forms and view prompts, 3 seeds (PAAS itself is in docs/eval)
-  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --jobs 2 \
-    --variants paas-plain naive sds paas:noview --out docs/eval-methods
-  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --out docs/eval-methods-12 ;;&  # ~1 h
+  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --out docs/eval-methods-12 ;;&  # ~1.6 h
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
   sjc bench --threads 2 --out docs/bench/renderer_cpu.json
   sjc bench sweep --threads 2 --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json
-  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --renderer dense --out docs/toy-prior/sweep/sigma-1-10-dense ;;
+  sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 "${OLD[@]}" --renderer dense --out docs/toy-prior/sweep/sigma-1-10-dense ;;
 esac
