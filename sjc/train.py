@@ -92,7 +92,6 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
                        prior.appearance_init, prior.background_init, init_gen, device)
     optimizer = build_optimizer(field, cfg)
     g = cfg.guidance
-    polish_guide = None
     if g.method == "oracle":
         obj = prior.truth(cfg.prompt)
         if obj is None:
@@ -100,13 +99,13 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
             raise SJCError("--method oracle needs a toy-world prompt (it trains on the true views of the object)")
         from .toyworld import render_truth
         guide = OracleGuide(lambda cams: render_truth(obj, cams, cfg.render.resolution, cfg.render.resolution))
+        polish_guide = guide   # no σ to lower: the polish only freezes the geometry
     else:
         guide = ScoreGuide(prior, g.method, train_sigmas(prior, g.sigma_min, g.sigma_max), g.guidance_scale,
                            g.num_noise)
         polish_guide = ScoreGuide(prior, g.method, train_sigmas(prior, g.polish_sigma_min, g.polish_sigma_max),
                                   g.guidance_scale, g.num_noise)
-    return Run(cfg, prior, field, optimizer, guide, polish_guide or guide, {"camera": cam_gen, "noise": noise_gen},
-               device)
+    return Run(cfg, prior, field, optimizer, guide, polish_guide, {"camera": cam_gen, "noise": noise_gen}, device)
 
 
 def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
@@ -127,16 +126,16 @@ def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     out = run.render(cams)
     guide = run.polish_guide if polish else run.guide
     grad = guide(out.image.detach(), cams, prompt, run.generators["noise"])   # 2D score, no U-Net Jacobian
-    lam = emptiness_weight(cfg.reg.emptiness_weight, step, cfg.reg.emptiness_mult_step, cfg.reg.emptiness_mult)
     empty = out.emptiness / out.n_samples.clamp_min(1)   # regularizers.emptiness_loss, summed by the renderer
-    reg = lam * empty
-    if cfg.reg.center_depth_weight:
-        reg = reg + cfg.reg.center_depth_weight * center_depth_loss(out.depth, cfg.render.far_depth)
     run.optimizer.zero_grad(set_to_none=True)
-    # The chain rule as one vector–Jacobian product: ascend the 2D score through ∂x/∂θ, descend the regularisers.
-    if polish:
+    if polish:   # the regularisers shape the geometry only: the polish chains the score into the appearance alone
         torch.autograd.backward(out.image, -grad, inputs=[run.field.appearance_raw])
     else:
+        lam = emptiness_weight(cfg.reg.emptiness_weight, step, cfg.reg.emptiness_mult_step, cfg.reg.emptiness_mult)
+        reg = lam * empty
+        if cfg.reg.center_depth_weight:
+            reg = reg + cfg.reg.center_depth_weight * center_depth_loss(out.depth, cfg.render.far_depth)
+        # The chain rule as one vector–Jacobian product: ascend the 2D score through ∂x/∂θ, descend the regularisers.
         torch.autograd.backward([out.image, reg], [-grad, torch.ones_like(reg)])
     run.optimizer.step()
     return {"emptiness": empty.detach(), "grad_norm": grad.norm() / grad.numel() ** 0.5,
