@@ -65,6 +65,8 @@ eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle c
   sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --jobs 2 "${OLD[@]}" \
     --variants paas-plain naive sds paas:noview --out $P/eval-methods
   sjc eval --seeds 3 --jobs 2 "${OLD[@]}" --variants paas-plain naive sds paas:noview sds:noview --out $P/eval-methods-12 ;;&
+polish | all)   # the appearance polish swept: 11 settings from one SJC checkpoint per run, 12 prompts x 3 seeds, ~65 min
+  python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 ;;&
 methods | all)   # gradient forms and view prompts, 3 seeds (PAAS itself is in docs/eval)
   sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --out docs/eval-methods-12 ;;&  # ~1.6 h
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
