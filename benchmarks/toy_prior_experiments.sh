@@ -4,7 +4,7 @@
 set -euo pipefail
 export SJC_CACHE="${SJC_CACHE:-$HOME/.cache/sjc}"
 SWEEP_PROMPTS=("a red cube" "a blue mug" "a green cube" "a pink cube with a ball on its front")
-OLD=(--guidance-scale 3 --polish-steps 0)   # the toy prior's defaults before guidance 2 and the appearance polish
+OLD=(--guidance-scale 3 --polish-steps 0 --steps 1000)   # the toy prior's defaults before guidance 2, the polish and 2,000 steps
 
 case "${1:-all}" in
 train | all)
@@ -48,27 +48,31 @@ defaults | all)   # the SJC defaults of the toy prior: one seed, 4 prompts (2 he
       --out $S/emptiness-$e
   done
   # the same checks with the shipped model: seed 0, then the two closest rivals with 3 seeds
-  S=docs/toy-prior/sweep/shipped; E=(--prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --polish-steps 0)
+  S=docs/toy-prior/sweep/shipped; E=(--prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --polish-steps 0 --steps 1000)
   sjc eval "${E[@]}" --guidance-scale 2 --out $S/guidance-2
   sjc eval "${E[@]}" --guidance-scale 5 --out $S/guidance-5
   sjc eval "${E[@]}" --guidance-scale 3 --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8
   sjc eval "${E[@]}" --guidance-scale 3 --emptiness-weight 3 --out $S/emptiness-3
   sjc eval "${E[@]}" --seeds 3 --guidance-scale 2 --out $S/guidance-2-3seeds
   sjc eval "${E[@]}" --seeds 3 --guidance-scale 3 --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8-3seeds
-  sjc eval --seeds 3 --jobs 2 --variants paas --guidance-scale 2 --polish-steps 0 --out $S/eval-12-guidance-2 ;;&  # 12 prompts
+  sjc eval --seeds 3 --jobs 2 --variants paas --guidance-scale 2 --polish-steps 0 --steps 1000 --out $S/eval-12-guidance-2 ;;&  # 12 prompts
 eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle ceiling (1 seed)
   sjc eval --seeds 3 --jobs 2 --variants paas --out docs/eval
   sjc eval --jobs 2 --variants oracle --out docs/eval-oracle
+  T=docs/toy-prior/steps   # the SJC step count: 1,000 (the default before 2,000) with 3 seeds, the others seed 0
+  sjc eval --seeds 3 --jobs 2 --variants paas --steps 1000 --out $T/eval-1000
+  sjc eval --jobs 2 --variants oracle --steps 1000 --out $T/eval-oracle-1000
+  for n in 500 2000 3000; do sjc eval --jobs 2 --variants paas --steps $n --out $T/steps-$n; done
   P=docs/toy-prior/previous-defaults   # guidance 3, no polish
   sjc eval --seeds 3 --jobs 2 --variants paas "${OLD[@]}" --out $P/eval
   sjc eval --jobs 2 --variants oracle --polish-steps 0 --out $P/eval-oracle
   sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --jobs 2 "${OLD[@]}" \
     --variants paas-plain naive sds paas:noview --out $P/eval-methods
   sjc eval --seeds 3 --jobs 2 "${OLD[@]}" --variants paas-plain naive sds paas:noview sds:noview --out $P/eval-methods-12 ;;&
-polish | all)   # the appearance polish swept: 11 settings from one SJC checkpoint per run, 12 prompts x 3 seeds, ~65 min
-  python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 ;;&
-methods | all)   # gradient forms and view prompts, 3 seeds (PAAS itself is in docs/eval)
-  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --out docs/eval-methods-12 ;;&  # ~1.6 h
+polish | all)   # the appearance polish swept (at 1,000 SJC steps): 11 settings from one checkpoint per run, 12 prompts x 3 seeds, ~65 min
+  python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 ;;&
+methods | all)   # gradient forms and view prompts, 3 seeds, at 1,000 steps (PAAS itself: docs/toy-prior/steps/eval-1000)
+  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --steps 1000 --out docs/eval-methods-12 ;;&  # ~1.6 h
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
   sjc bench --threads 2 --out docs/bench/renderer_cpu.json
   sjc bench sweep --threads 2 --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json
