@@ -64,9 +64,9 @@ eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle c
   sjc eval --jobs 2 --variants oracle --steps 1000 --out $T/eval-oracle-1000
   for n in 500 2000 3000; do sjc eval --jobs 2 --variants paas --steps $n --out $T/steps-$n; done
   sjc eval --seeds 3 --jobs 2 --variants sds --out $T/eval-sds-2000   # SDS at the default 2,000 steps, ~24 min
-  P=docs/toy-prior/previous-defaults   # guidance 3, no polish
+  P=docs/toy-prior/previous-defaults   # 1,000 steps, guidance 3, no polish
   sjc eval --seeds 3 --jobs 2 --variants paas "${OLD[@]}" --out $P/eval
-  sjc eval --jobs 2 --variants oracle --polish-steps 0 --out $P/eval-oracle
+  sjc eval --jobs 2 --variants oracle --polish-steps 0 --steps 1000 --out $P/eval-oracle
   sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --jobs 2 "${OLD[@]}" \
     --variants paas-plain naive sds paas:noview --out $P/eval-methods
   sjc eval --seeds 3 --jobs 2 "${OLD[@]}" --variants paas-plain naive sds paas:noview sds:noview --out $P/eval-methods-12 ;;&
