@@ -391,8 +391,10 @@ def main(argv=None) -> int:
         print(f"sjc: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = (": the last checkpoint is kept, continue with 'sjc resume <run folder>'"
-                if args.command in ("generate", "resume") else "")
+        hint = {"generate": ": the last checkpoint is kept, continue with 'sjc resume <run folder>'",
+                "eval": f": finished cells are kept in {getattr(args, 'out', '')}.partial.jsonl, "
+                        "the same command resumes"}
+        hint = hint.get("generate" if args.command == "resume" else args.command, "")
         print(f"sjc: interrupted{hint}", file=sys.stderr)
         return 130
     except torch_oom() as e:

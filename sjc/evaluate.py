@@ -161,19 +161,25 @@ def markdown_table(summary: list[dict], variants: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], out_prefix, jobs: int = 1) -> list[dict]:
-    """Run every cell (in `jobs` processes), write <out_prefix>.md and .json, return the summary."""
+def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], out_prefix, jobs: int = 1,
+             log=None) -> list[dict]:
+    """Run every cell (in `jobs` processes), write <out_prefix>.md and .json, return the summary.
+
+    Each finished cell is appended to <out_prefix>.partial.jsonl at once, so an interrupted eval loses at most the
+    cells in flight: the same call again skips the cells already there (same configuration only). `log` gets one
+    progress line per cell (default: stderr).
+    """
     import json
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    import sys
+    import time
     from pathlib import Path
 
     from .atomic import write_text
-    from .pipeline import prepare_out_dir
-
     from .errors import SJCError
+    from .pipeline import prepare_out_dir
     from .priors import load_prior
 
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     prior = load_prior(base)
     for p in prompts:   # fail fast on a bad prompt or variant, before any training
         if prior.truth(p) is None:
@@ -184,13 +190,65 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
     prepare_out_dir(out_prefix.parent)   # an unwritable --out fails now, not after every cell has trained
     threads = max(1, torch.get_num_threads() // max(jobs, 1))
     cells = [(base, p, v, s, threads) for p in prompts for v in variants for s in seeds]
-    if jobs > 1:   # a crashed worker raises BrokenProcessPool instead of hanging
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            rows = list(pool.map(eval_cell, cells))
-    else:
-        rows = [eval_cell(c) for c in cells]
+    partial = Path(f"{out_prefix}.partial.jsonl")
+    done = load_partial_rows(partial, base.to_dict())
+    todo = [c for c in cells if c[1:4] not in done]
+    if len(todo) < len(cells):
+        log(f"sjc eval: resuming {partial}: {len(cells) - len(todo)} of {len(cells)} cells already done")
+    # (re)written whole first: a line cut short by the interruption must not swallow the next row
+    write_text(partial, "".join(json.dumps(r) + "\n" for r in [{"config": base.to_dict()}, *done.values()]))
+    t0 = time.perf_counter()
+    with open(partial, "a") as f:
+        for k, row in enumerate(_run_cells(todo, jobs), 1):
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            done[(row["prompt"], row["variant"], row["seed"])] = row
+            eta = (time.perf_counter() - t0) / k * (len(todo) - k)
+            log(f"[{len(cells) - len(todo) + k}/{len(cells)}] {row['prompt']} | {row['variant']} | seed {row['seed']}: "
+                f"IoU {row['iou']:.3f}, PSNR {row['psnr']:.2f} dB, {row['seconds']:.0f} s; ETA {eta / 60:.0f} min")
+    rows = [done[c[1:4]] for c in cells]
     summary = summarize(rows)
     write_text(Path(f"{out_prefix}.json"), json.dumps({"rows": rows, "summary": summary,
                                                             "config": base.to_dict()}, indent=2) + "\n")
     write_text(Path(f"{out_prefix}.md"), markdown_table(summary, variants))
+    partial.unlink()
     return summary
+
+
+def load_partial_rows(path, config: dict) -> dict:
+    """The finished cells of an interrupted eval: {(prompt, variant, seed): row}; {} if there is none."""
+    import json
+
+    from .errors import SJCError
+
+    lines = path.read_text().splitlines() if path.is_file() else []
+    if not any(line.strip() for line in lines):
+        return {}
+    try:
+        header = json.loads(lines[0])
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("config") != json.loads(json.dumps(config)):
+        raise SJCError(f"{path} holds cells of an eval with other settings: rerun with the same flags to "
+                       "resume it, or delete it to start over")
+    rows = {}
+    for line in lines[1:]:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:   # a line cut short by the interruption
+            continue
+        if isinstance(r, dict) and {"prompt", "variant", "seed"} <= r.keys():
+            rows[(r["prompt"], r["variant"], r["seed"])] = r
+    return rows
+
+
+def _run_cells(cells: list, jobs: int):
+    """Yield each cell's row as it finishes."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    if jobs > 1:   # a crashed worker raises BrokenProcessPool instead of hanging
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            yield from (f.result() for f in as_completed([pool.submit(eval_cell, c) for c in cells]))
+    else:
+        yield from map(eval_cell, cells)

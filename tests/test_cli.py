@@ -520,6 +520,43 @@ def test_eval_writes_tables(capsys, tmp_path):
         assert isinstance(s["iou"], float) and isinstance(s["psnr"], float)
     assert data["config"]["optim"]["steps"] == 20
     assert "(2 cells)" in out
+    assert "[2/2] a blue sphere |" in err and "ETA" in err   # one progress line per finished cell
+    assert not (tmp_path / "ev.partial.jsonl").exists()
+
+
+def test_eval_interrupted_keeps_finished_cells_and_resumes(capsys, tmp_path, monkeypatch):
+    import sjc.evaluate as sjc_evaluate
+
+    trained = []
+
+    def fake_cell(args, stop_at=None):
+        _, prompt, variant, seed, _ = args
+        if len(trained) == stop_at:
+            raise KeyboardInterrupt
+        trained.append((prompt, variant, seed))
+        return {"prompt": prompt, "variant": variant, "seed": seed, "seconds": 1.0, "iou": 0.5 + seed / 10,
+                "psnr": 20.0 + seed, "iou_rot": 0.5, "best_rotation": 0.0, "psnr_rot": 20.0}
+
+    args = ["eval", "--prompts", "a blue sphere", "a red cube", "--variants", "paas", "--seeds", 2, *EVAL,
+            "--out", tmp_path / "ev"]
+    monkeypatch.setattr(sjc_evaluate, "eval_cell", lambda a: fake_cell(a, stop_at=3))
+    rc, _, err = sjc(capsys, *args)
+    assert rc == 130 and "ev.partial.jsonl" in err and "the same command resumes" in err
+    assert len(trained) == 3 and not (tmp_path / "ev.json").exists()
+    monkeypatch.setattr(sjc_evaluate, "eval_cell", fake_cell)
+    rc, out, err = sjc(capsys, *args)
+    assert rc == 0, err
+    assert "3 of 4 cells already done" in err and "[4/4] a red cube | paas | seed 1" in err
+    assert trained == [("a blue sphere", "paas", 0), ("a blue sphere", "paas", 1), ("a red cube", "paas", 0),
+                       ("a red cube", "paas", 1)]   # every cell trained once
+    data = json.loads((tmp_path / "ev.json").read_text())
+    assert [(r["prompt"], r["seed"]) for r in data["rows"]] == [c[::2] for c in trained]
+    assert data["summary"][1]["psnr"] == pytest.approx(20.5) and data["summary"][1]["iou_std"] == pytest.approx(0.05)
+    assert not (tmp_path / "ev.partial.jsonl").exists()
+    # a partial file of other settings is not mixed in
+    (tmp_path / "ev.partial.jsonl").write_text('{"config": {"steps": 1}}\n')
+    rc, _, err = sjc(capsys, *args)
+    assert_one_line_error(rc, err, "ev.partial.jsonl", "other settings")
 
 
 @pytest.mark.parametrize("prompts,variants,hint", [
