@@ -248,7 +248,11 @@ def _run_cells(cells: list, jobs: int):
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     if jobs > 1:   # a crashed worker raises BrokenProcessPool instead of hanging
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            yield from (f.result() for f in as_completed([pool.submit(eval_cell, c) for c in cells]))
+        pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
+        try:
+            for f in as_completed([pool.submit(eval_cell, c) for c in cells]):
+                yield f.result()
+        finally:   # on an error, the queued cells are dropped, not trained for nothing
+            pool.shutdown(cancel_futures=True)
     else:
         yield from map(eval_cell, cells)
