@@ -27,6 +27,7 @@ views | all)   # why fine view prompts: the exact prior with either scheme; 4 pr
     --out $V/learned-fine-1 ;;&
 check | all)
   sjc prior check --data toyprior --out docs/toy-prior/check         # 2D sample accuracy, ~4 min
+  for g in 2 5; do sjc prior check --data toyprior --guidance-scale $g --out docs/toy-prior/check-guidance/guidance-$g; done
   sjc prior check --data toyprior --view all --n 2 --out docs/toy-prior/check-views   # with view prompts, ~16 min
   python benchmarks/ball_visibility.py toyprior                     # share of views that hide the ball
   sjc paas2d "a red cube" "a blue sphere" "a green cube" "an orange mug" --data toyprior \
@@ -64,6 +65,7 @@ eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle c
   sjc eval --jobs 2 --variants oracle --steps 1000 --out $T/eval-oracle-1000
   for n in 500 2000 3000; do sjc eval --jobs 2 --variants paas --steps $n --out $T/steps-$n; done
   sjc eval --seeds 3 --jobs 2 --variants sds --out $T/eval-sds-2000   # SDS at the default 2,000 steps, ~24 min
+  sjc eval --prompts "a orange mug" --seeds 3 --variants paas --out docs/toy-prior/sweep/shipped/orange-mug-training-spelling
   P=docs/toy-prior/previous-defaults   # 1,000 steps, guidance 3, no polish
   sjc eval --seeds 3 --jobs 2 --variants paas "${OLD[@]}" --out $P/eval
   sjc eval --jobs 2 --variants oracle --polish-steps 0 --steps 1000 --out $P/eval-oracle
