@@ -73,9 +73,9 @@ eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle c
     --variants paas-plain naive sds paas:noview --out $P/eval-methods
   sjc eval --seeds 3 --jobs 2 "${OLD[@]}" --variants paas-plain naive sds paas:noview sds:noview --out $P/eval-methods-12 ;;&
 cone | all)   # where the cone's IoU goes (docs/toy-prior.md, "Where the rest of the gap is"): one run, seed 0, ~80 s each
-  for a in "" "--sigma-min 0.1"; do
-    sjc generate "a green cone" $a --out-dir outputs/cone$a --no-video --no-mesh --overwrite --quiet
-    python benchmarks/occupancy_profile.py outputs/cone$a; done ;;&
+  sjc generate "a green cone" --out-dir outputs/cone --no-video --no-mesh --overwrite --quiet
+  sjc generate "a green cone" --sigma-min 0.1 --out-dir outputs/cone-sigma-0.1 --no-video --no-mesh --overwrite --quiet
+  for d in outputs/cone outputs/cone-sigma-0.1; do python benchmarks/occupancy_profile.py $d; done ;;&
 polish | all)   # the appearance polish swept (at 1,000 SJC steps): 11 settings from one checkpoint per run, 12 prompts x 3 seeds, ~65 min
   python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 ;;&
 methods | all)   # gradient forms and view prompts, 3 seeds, at 1,000 steps (PAAS itself: docs/toy-prior/steps/eval-1000)
