@@ -78,8 +78,24 @@ cone | all)   # where the cone's IoU goes (docs/toy-prior.md, "Where the rest of
   for d in outputs/cone outputs/cone-sigma-0.1; do python benchmarks/occupancy_profile.py $d; done ;;&
 polish | all)   # the appearance polish swept (at 1,000 SJC steps): 11 settings from one checkpoint per run, 12 prompts x 3 seeds, ~65 min
   python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 ;;&
-methods | all)   # gradient forms and view prompts, 3 seeds, at 1,000 steps (PAAS itself: docs/toy-prior/steps/eval-1000)
-  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --steps 1000 --out docs/eval-methods-12 ;;&  # ~1.6 h
+methods | all)   # gradient forms and view prompts, 3 seeds, at the defaults (PAAS: docs/eval, SDS: steps/eval-sds-2000)
+  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive paas:noview sds:noview --out toyprior/methods-2000   # ~2 h
+  python - <<'PY'   # the six variants in one table: docs/eval-methods-12.{md,json}
+import json
+from sjc.evaluate import markdown_table, summarize
+files = {"paas": "docs/eval.json", "sds": "docs/toy-prior/steps/eval-sds-2000.json", "rest": "toyprior/methods-2000.json"}
+rows = [r for f in files.values() for r in json.load(open(f))["rows"]]
+variants = ["paas", "sds", "paas-plain", "naive", "paas:noview", "sds:noview"]
+prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+rows = [r for p in prompts for v in variants for r in rows if r["prompt"] == p and r["variant"] == v]
+summary = summarize(rows)
+json.dump({"rows": rows, "summary": summary, "config": json.load(open(files["rest"]))["config"],
+           "sources": {"paas": files["paas"], "sds": files["sds"]}}, open("docs/eval-methods-12.json", "w"), indent=2)
+open("docs/eval-methods-12.md", "w").write(markdown_table(summary, variants))
+PY
+  # the same at 1,000 steps (PAAS itself: docs/toy-prior/steps/eval-1000), ~1.6 h
+  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --steps 1000 \
+    --out docs/toy-prior/steps/eval-methods-12-1000 ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
   sjc bench --threads 2 --out docs/bench/renderer_cpu.json
   sjc bench sweep --threads 2 --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json
