@@ -83,16 +83,14 @@ methods | all)   # gradient forms and view prompts, 3 seeds, at the defaults (PA
   sjc eval --seeds 3 --jobs 2 --variants paas-plain naive paas:noview sds:noview --out toyprior/methods-2000   # ~2 h
   python - <<'PY'   # the six variants in one table: docs/eval-methods-12.{md,json}
 import json
-from sjc.evaluate import markdown_table, summarize
+from sjc.evaluate import write_tables
 files = {"paas": "docs/eval.json", "sds": "docs/toy-prior/steps/eval-sds-2000.json", "rest": "toyprior/methods-2000.json"}
 rows = [r for f in files.values() for r in json.load(open(f))["rows"]]
 variants = ["paas", "sds", "paas-plain", "naive", "paas:noview", "sds:noview"]
 prompts = list(dict.fromkeys(r["prompt"] for r in rows))
 rows = [r for p in prompts for v in variants for r in rows if r["prompt"] == p and r["variant"] == v]
-summary = summarize(rows)
-json.dump({"rows": rows, "summary": summary, "config": json.load(open(files["rest"]))["config"],
-           "sources": {"paas": files["paas"], "sds": files["sds"]}}, open("docs/eval-methods-12.json", "w"), indent=2)
-open("docs/eval-methods-12.md", "w").write(markdown_table(summary, variants))
+write_tables("docs/eval-methods-12", rows, variants, json.load(open(files["rest"]))["config"],
+             sources={"paas": files["paas"], "sds": files["sds"]})
 PY
   # the same at 1,000 steps (PAAS itself: docs/toy-prior/steps/eval-1000), ~1.6 h
   sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --steps 1000 \

@@ -206,12 +206,22 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
             eta = (time.perf_counter() - t0) / k * (len(todo) - k)
             log(f"[{len(cells) - len(todo) + k}/{len(cells)}] {row['prompt']} | {row['variant']} | seed {row['seed']}: "
                 f"IoU {row['iou']:.3f}, PSNR {row['psnr']:.2f} dB, {row['seconds']:.0f} s; ETA {eta / 60:.0f} min")
-    rows = [done[c[1:4]] for c in cells]
-    summary = summarize(rows)
-    write_text(Path(f"{out_prefix}.json"), json.dumps({"rows": rows, "summary": summary,
-                                                            "config": base.to_dict()}, indent=2) + "\n")
-    write_text(Path(f"{out_prefix}.md"), markdown_table(summary, variants))
+    summary = write_tables(out_prefix, [done[c[1:4]] for c in cells], variants, base.to_dict())
     partial.unlink()
+    return summary
+
+
+def write_tables(out_prefix, rows: list[dict], variants: list[str], config: dict, **extra) -> list[dict]:
+    """Write an eval's rows as <out_prefix>.json (rows, summary, config, any extra keys) and .md; return the summary."""
+    import json
+    from pathlib import Path
+
+    from .atomic import write_text
+
+    summary = summarize(rows)
+    write_text(Path(f"{out_prefix}.json"), json.dumps({"rows": rows, "summary": summary, "config": config, **extra},
+                                                      indent=2) + "\n")
+    write_text(Path(f"{out_prefix}.md"), markdown_table(summary, variants))
     return summary
 
 
