@@ -149,6 +149,7 @@ def test_generate_writes_all_outputs(mesh_run):
     gt = metrics["ground_truth"]
     assert isinstance(gt["iou"], float) and isinstance(gt["psnr"], float)
     assert 0.2 < gt["iou"] <= 1.0, "100 steps of PAAS should recover a fair part of the sphere"
+    assert 0.2 < gt["iou_fine"] <= 1.0 and f"IoU {gt['iou']:.3f} ({gt['iou_fine']:.3f} sampled 4× finer)" in out
     assert "warning" not in out
     assert f"done: {MESH_STEPS} steps" in out and str(d) in out
     assert temp_files(d) == []

@@ -6,8 +6,28 @@ import torch
 
 from sjc.cameras import orbit_cameras
 from sjc.errors import SJCError
-from sjc.evaluate import iou, occupancy_level, psnr, rotate_y
-from sjc.toyworld import ALL_OBJECTS, COLOURS, SHAPES, ToyObject, occupancy, parse_prompt, render_truth
+from sjc.evaluate import (
+    field_occupancy,
+    fine_iou,
+    iou,
+    markdown_table,
+    occupancy_level,
+    psnr,
+    rotate_y,
+    summarize,
+)
+from sjc.field import VoxelField
+from sjc.toyworld import (
+    ALL_OBJECTS,
+    COLOURS,
+    SHAPES,
+    ToyObject,
+    occupancy,
+    parse_prompt,
+    render_truth,
+    sd_box,
+    voxel_centres,
+)
 
 
 def test_catalogue_size():
@@ -80,3 +100,41 @@ def test_iou_psnr_and_rotation():
     assert truth[22, 15, 15] and not turned[22, 15, 15]
     assert iou(rotate_y(turned, -90.0), truth) > iou(turned, truth) + 0.05
     assert occupancy_level(48) == pytest.approx(0.2 * 47 / 2)
+
+
+def _sdf_field(sdf, n: int = 48) -> VoxelField:
+    """A field whose solid is {sdf < 0}: raw density linear in the SDF, at the surface level where it is 0."""
+    f = VoxelField(n, 3)
+    with torch.no_grad():
+        f.density_raw[0, 0] = -200 * sdf(voxel_centres(n)) + math.log(math.expm1(occupancy_level(n))) - f.density_shift
+    return f
+
+
+@pytest.mark.parametrize("shape,sdf,size,true_size", [
+    ("sphere", lambda p: p.norm(dim=-1) - 0.40, 0.40, 0.42),
+    ("cube", lambda p: sd_box(p, (0.30, 0.30, 0.30)), 0.30, 0.32),
+])
+def test_fine_iou_measures_the_volumes(shape, sdf, size, true_size):
+    """A solid nested in the truth has IoU (size / true size)³; the fine IoU finds it within 0.02."""
+    obj = ToyObject(shape, "red")
+    field = _sdf_field(sdf)
+    expected = (size / true_size) ** 3
+    assert fine_iou(field, obj) == pytest.approx(expected, abs=0.02)
+    grid = iou(field_occupancy(field), occupancy(obj, 48))
+    if shape == "cube":
+        # The cube's faces (±0.32) lie 0.001 outside a plane of voxel centres (±0.319): on the field's own grid
+        # the truth has a whole slab more per face, and the IoU reads 0.67 for 0.82.
+        assert grid < expected - 0.1
+    exact = _sdf_field(obj.sdf)
+    assert fine_iou(exact, obj) > 0.99 and field_occupancy(exact, supersample=4).shape == (189, 189, 189)
+
+
+def test_eval_tables_show_the_fine_iou_only_where_every_row_has_it():
+    rows = [{"prompt": "a red cube", "variant": "paas", "seed": s, "seconds": 1.0, "iou": 0.8, "iou_fine": 0.7 + s / 10,
+             "psnr": 20.0, "iou_rot": 0.8, "psnr_rot": 20.0} for s in (0, 1)]
+    summary = summarize(rows)
+    assert summary[0]["iou_fine"] == pytest.approx(0.75) and summary[0]["iou_fine_std"] == pytest.approx(0.05)
+    table = markdown_table(summary, ["paas"])
+    assert "| IoU, 4× finer |" in table and "| 0.750 ± 0.050 |" in table and table.splitlines()[-1].split(" | ")[2] == "0.750"
+    old = [{k: v for k, v in r.items() if k != "iou_fine"} for r in rows]   # rows written before the fine IoU
+    assert "iou_fine" not in summarize(old)[0] and "finer" not in markdown_table(summarize(old), ["paas"])
