@@ -249,8 +249,10 @@ def check_writable(path: Path) -> None:
 
 
 def _report(out_dir: Path, metrics: dict) -> None:
+    from .evaluate import FINE_SUPERSAMPLE
+
     gt = metrics.get("ground_truth")
-    fine = f" ({gt['iou_fine']:.3f} sampled 4× finer)" if gt and "iou_fine" in gt else ""
+    fine = f" ({gt['iou_fine']:.3f} sampled {FINE_SUPERSAMPLE}× finer)" if gt and "iou_fine" in gt else ""
     extra = f"; IoU {gt['iou']:.3f}{fine}, PSNR {gt['psnr']:.2f} dB against the true object" if gt else ""
     print(f"done: {metrics['steps']} steps in {metrics.get('train_seconds', 0):.1f} s{extra}\noutputs in {out_dir}/")
 

@@ -11,7 +11,7 @@ from .toyworld import ToyObject, occupancy, render_truth
 
 OCCUPANCY_OPTICAL_DEPTH = 0.2   # a voxel is opaque where it alone absorbs 1 − e^−0.2 ≈ 18% of the light
 ROTATIONS = [float(a) for a in range(0, 360, 10)]
-# The fine IoU samples both solids 4x finer than the field's grid (189 points per side at N = 48): flat faces
+# The fine IoU samples both solids 4× finer than the field's grid (189 points per side at N = 48): flat faces
 # that fall near a plane of voxel centres (the cube's at ±0.32, the cone's base at −0.36 against centres at
 # ±0.319 and −0.362) then weigh a quarter of a slab, not a whole one.
 FINE_SUPERSAMPLE = 4
@@ -69,6 +69,7 @@ def field_occupancy(field, level: float | None = None, supersample: int = 1) -> 
     return torch.from_numpy(binary_fill_holes(occ))
 
 
+@torch.no_grad()
 def fine_iou(field, obj: ToyObject, supersample: int = FINE_SUPERSAMPLE) -> float:
     """IoU of the field's solid and the true object, both sampled `supersample` times finer than the field's grid."""
     return iou(field_occupancy(field, supersample=supersample),
@@ -77,7 +78,7 @@ def fine_iou(field, obj: ToyObject, supersample: int = FINE_SUPERSAMPLE) -> floa
 
 @torch.no_grad()
 def evaluate_field(run, obj: ToyObject, rotations: bool = True) -> dict:
-    """IoU against the voxelised truth (on the field's grid and 4x finer) and PSNR at the fixed held-out views;
+    """IoU against the voxelised truth (on the field's grid and FINE_SUPERSAMPLE× finer) and PSNR at the fixed held-out views;
     also at the best y-rotation."""
     field = run.field
     occ = field_occupancy(field).cpu()
@@ -167,7 +168,8 @@ def markdown_table(summary: list[dict], variants: list[str]) -> str:
     """One row per prompt × variant, then the per-variant means (the fine IoU where every row has it)."""
     fine = all("iou_fine" in s for s in summary)
     # (key, format, column, column of the means)
-    spec = [("iou", ".3f", "IoU", "mean IoU"), ("iou_fine", ".3f", "IoU, 4× finer", "mean IoU, 4× finer"),
+    fine_col = f"IoU, {FINE_SUPERSAMPLE}× finer"
+    spec = [("iou", ".3f", "IoU", "mean IoU"), ("iou_fine", ".3f", fine_col, f"mean {fine_col}"),
             ("psnr", ".2f", "PSNR (dB)", "mean PSNR"), ("iou_rot", ".3f", "IoU @best rot", "mean IoU @rot"),
             ("psnr_rot", ".2f", "PSNR @best rot", "mean PSNR @rot")]
     spec = [c for c in spec if fine or c[0] != "iou_fine"]
