@@ -67,6 +67,7 @@ eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle c
   for n in 500 2000 3000; do sjc eval --jobs 2 --variants paas --steps $n --out $T/steps-$n; done
   sjc eval --seeds 3 --jobs 2 --variants sds --out $T/eval-sds-2000   # SDS at the default 2,000 steps, ~24 min
   sjc eval --jobs 2 --variants paas --grid-size 64 --out docs/toy-prior/grid/eval-grid-64   # a 64³ grid, seed 0, ~13 min
+  sjc eval --jobs 2 --variants paas --emptiness-weight 10 --out docs/toy-prior/emptiness/eval-emptiness-10   # seed 0, ~11 min
   sjc eval --prompts "a orange mug" --seeds 3 --variants paas --out docs/toy-prior/sweep/shipped/orange-mug-training-spelling
   P=docs/toy-prior/previous-defaults   # 1,000 steps, guidance 3, no polish
   sjc eval --seeds 3 --jobs 2 --variants paas "${OLD[@]}" --out $P/eval
