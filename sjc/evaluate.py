@@ -49,12 +49,17 @@ def occupancy_level(grid_size: int, optical_depth: float = OCCUPANCY_OPTICAL_DEP
     return optical_depth * (grid_size - 1) / 2.0
 
 
+def fine_grid_size(grid_size: int, supersample: int) -> int:
+    """Points per side of a grid `supersample` times finer than the field's, the voxel centres among them."""
+    return (grid_size - 1) * supersample + 1
+
+
 @torch.no_grad()
 def field_occupancy(field, level: float | None = None, supersample: int = 1) -> torch.Tensor:
     """The field's solid: points denser than the surface level, with enclosed cavities filled.
 
-    supersample = 1 samples the voxel centres; k > 1 samples a grid k times finer ((N − 1)·k + 1 points per
-    side, the voxel centres among them), the density trilinear between the centres as the renderer sees it.
+    supersample = 1 samples the voxel centres; k > 1 samples a grid k times finer (`fine_grid_size`), the
+    density trilinear between the centres as the renderer sees it.
     The optimisation only shapes what is visible, so the inside of an object may keep its initial low
     density; the solid is what the opaque surface encloses.
     """
@@ -63,7 +68,7 @@ def field_occupancy(field, level: float | None = None, supersample: int = 1) -> 
     level = occupancy_level(field.grid_size) if level is None else level
     raw = field.density_raw
     if supersample > 1:
-        m = (field.grid_size - 1) * supersample + 1
+        m = fine_grid_size(field.grid_size, supersample)
         raw = F.interpolate(raw, size=(m, m, m), mode="trilinear", align_corners=True)
     occ = (field.activate_density(raw[0, 0]) > level).cpu().numpy()
     return torch.from_numpy(binary_fill_holes(occ))
@@ -73,13 +78,13 @@ def field_occupancy(field, level: float | None = None, supersample: int = 1) -> 
 def fine_iou(field, obj: ToyObject, supersample: int = FINE_SUPERSAMPLE) -> float:
     """IoU of the field's solid and the true object, both sampled `supersample` times finer than the field's grid."""
     return iou(field_occupancy(field, supersample=supersample),
-               occupancy(obj, (field.grid_size - 1) * supersample + 1))
+               occupancy(obj, fine_grid_size(field.grid_size, supersample)))
 
 
 @torch.no_grad()
 def evaluate_field(run, obj: ToyObject, rotations: bool = True) -> dict:
-    """IoU against the voxelised truth (on the field's grid and FINE_SUPERSAMPLE× finer) and PSNR at the fixed held-out views;
-    also at the best y-rotation."""
+    """IoU against the voxelised truth (on the field's grid and FINE_SUPERSAMPLE× finer) and PSNR at the fixed
+    held-out views; also at the best y-rotation."""
     field = run.field
     occ = field_occupancy(field).cpu()
     truth = occupancy(obj, field.grid_size)
