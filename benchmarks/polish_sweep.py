@@ -6,7 +6,7 @@ The setting "none" is the run without a polish; the others differ from the toy p
 polish ("default") in one thing each. One JSON line per run goes to <out>.jsonl, then a Markdown
 summary paired against "default" to <out>.md.
 
-    python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000
+    python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 --emptiness-weight 1
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ SETTINGS: dict[str, dict] = {
 
 def polish_cell(args) -> list[dict]:
     """Train one (prompt, seed) through the SJC steps, then each setting's polish from that checkpoint."""
-    prompt, seed, names, jsonl, steps = args
+    prompt, seed, names, jsonl, steps, emptiness = args
     import torch
 
     from sjc.config import RunConfig
@@ -47,6 +47,7 @@ def polish_cell(args) -> list[dict]:
     torch.set_num_threads(1)
     cfg = variant_config(RunConfig(), prompt, "paas", seed)
     cfg.optim.steps, cfg.optim.polish_steps = steps, 0   # steps None: the prior's default
+    cfg.reg.emptiness_weight = emptiness                 # None: the prior's default
     run = build_run(cfg)
     default = (cfg.guidance.polish_sigma_min, cfg.guidance.polish_sigma_max)
     default_steps = run.prior.config_defaults()["polish_steps"]
@@ -110,10 +111,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None, help="SJC steps before the polish (default: the prior's)")
+    ap.add_argument("--emptiness-weight", type=float, default=None, help="default: the prior's")
     a = ap.parse_args()
     jsonl = Path(f"{a.out}.jsonl")
     jsonl.parent.mkdir(parents=True, exist_ok=True)
-    cells = [(p, s, a.settings, str(jsonl), a.steps) for s in range(a.seeds) for p in a.prompts]
+    cells = [(p, s, a.settings, str(jsonl), a.steps, a.emptiness_weight) for s in range(a.seeds) for p in a.prompts]
     with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as pool:
         for rows in pool.map(polish_cell, cells):
             print(rows[0]["prompt"], rows[0]["seed"], {r["setting"]: round(r["psnr"], 2) for r in rows}, flush=True)

@@ -4,7 +4,8 @@
 set -euo pipefail
 export SJC_CACHE="${SJC_CACHE:-$HOME/.cache/sjc}"
 SWEEP_PROMPTS=("a red cube" "a blue mug" "a green cube" "a pink cube with a ball on its front")
-OLD=(--guidance-scale 3 --polish-steps 0 --steps 1000)   # the toy prior's defaults before guidance 2, the polish and 2,000 steps
+E1=(--emptiness-weight 1)   # the toy prior's emptiness weight before 10 (2026-12-03): every run measured before that keeps it
+OLD=(--guidance-scale 3 --polish-steps 0 --steps 1000 "${E1[@]}")   # the toy prior's defaults before guidance 2, the polish and 2,000 steps
 
 case "${1:-all}" in
 train | all)
@@ -50,43 +51,45 @@ defaults | all)   # the SJC defaults of the toy prior: one seed, 4 prompts (2 he
       --out $S/emptiness-$e
   done
   # the same checks with the shipped model: seed 0, then the two closest rivals with 3 seeds
-  S=docs/toy-prior/sweep/shipped; E=(--prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --polish-steps 0 --steps 1000)
+  S=docs/toy-prior/sweep/shipped; E=(--prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 --polish-steps 0 --steps 1000 "${E1[@]}")
   sjc eval "${E[@]}" --guidance-scale 2 --out $S/guidance-2
   sjc eval "${E[@]}" --guidance-scale 5 --out $S/guidance-5
   sjc eval "${E[@]}" --guidance-scale 3 --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8
   sjc eval "${E[@]}" --guidance-scale 3 --emptiness-weight 3 --out $S/emptiness-3
   sjc eval "${E[@]}" --seeds 3 --guidance-scale 2 --out $S/guidance-2-3seeds
   sjc eval "${E[@]}" --seeds 3 --guidance-scale 3 --sigma-min 0.5 --sigma-max 8 --out $S/sigma-0.5-8-3seeds
-  sjc eval --seeds 3 --jobs 2 --variants paas --guidance-scale 2 --polish-steps 0 --steps 1000 --out $S/eval-12-guidance-2 ;;&  # 12 prompts
+  sjc eval --seeds 3 --jobs 2 --variants paas --guidance-scale 2 --polish-steps 0 --steps 1000 "${E1[@]}" --out $S/eval-12-guidance-2 ;;&  # 12 prompts
 eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle ceiling (1 seed)
   sjc eval --seeds 3 --jobs 2 --variants paas --out docs/eval
   sjc eval --jobs 2 --variants oracle --out docs/eval-oracle
+  M=docs/toy-prior/emptiness   # the same two at the emptiness weight before (1): 3 seeds, and the oracle
+  sjc eval --seeds 3 --jobs 2 --variants paas "${E1[@]}" --out $M/eval-emptiness-1
+  sjc eval --jobs 2 --variants oracle "${E1[@]}" --out $M/eval-oracle-emptiness-1
   T=docs/toy-prior/steps   # the SJC step count: 1,000 (the default before 2,000) with 3 seeds, the others seed 0
-  sjc eval --seeds 3 --jobs 2 --variants paas --steps 1000 --out $T/eval-1000
-  sjc eval --jobs 2 --variants oracle --steps 1000 --out $T/eval-oracle-1000
-  for n in 500 2000 3000; do sjc eval --jobs 2 --variants paas --steps $n --out $T/steps-$n; done
-  sjc eval --seeds 3 --jobs 2 --variants sds --out $T/eval-sds-2000   # SDS at the default 2,000 steps, ~24 min
-  sjc eval --jobs 2 --variants paas --grid-size 64 --out docs/toy-prior/grid/eval-grid-64   # a 64³ grid, seed 0, ~13 min
-  sjc eval --jobs 2 --variants paas --emptiness-weight 10 --out docs/toy-prior/emptiness/eval-emptiness-10   # seed 0, ~11 min
-  sjc eval --prompts "a orange mug" --seeds 3 --variants paas --out docs/toy-prior/sweep/shipped/orange-mug-training-spelling
+  sjc eval --seeds 3 --jobs 2 --variants paas --steps 1000 "${E1[@]}" --out $T/eval-1000
+  sjc eval --jobs 2 --variants oracle --steps 1000 "${E1[@]}" --out $T/eval-oracle-1000
+  for n in 500 2000 3000; do sjc eval --jobs 2 --variants paas --steps $n "${E1[@]}" --out $T/steps-$n; done
+  sjc eval --seeds 3 --jobs 2 --variants sds "${E1[@]}" --out $T/eval-sds-2000   # SDS at the default 2,000 steps, ~24 min
+  sjc eval --jobs 2 --variants paas --grid-size 64 "${E1[@]}" --out docs/toy-prior/grid/eval-grid-64   # a 64³ grid, seed 0, ~13 min
+  sjc eval --prompts "a orange mug" --seeds 3 --variants paas "${E1[@]}" --out docs/toy-prior/sweep/shipped/orange-mug-training-spelling
   P=docs/toy-prior/previous-defaults   # 1,000 steps, guidance 3, no polish
   sjc eval --seeds 3 --jobs 2 --variants paas "${OLD[@]}" --out $P/eval
-  sjc eval --jobs 2 --variants oracle --polish-steps 0 --steps 1000 --out $P/eval-oracle
+  sjc eval --jobs 2 --variants oracle --polish-steps 0 --steps 1000 "${E1[@]}" --out $P/eval-oracle
   sjc eval --prompts "${SWEEP_PROMPTS[@]}" --seeds 3 --jobs 2 "${OLD[@]}" \
     --variants paas-plain naive sds paas:noview --out $P/eval-methods
   sjc eval --seeds 3 --jobs 2 "${OLD[@]}" --variants paas-plain naive sds paas:noview sds:noview --out $P/eval-methods-12 ;;&
 cone | all)   # where the cone's IoU goes (docs/toy-prior.md, "Where the rest of the gap is"): one run, seed 0, ~80 s each
-  sjc generate "a green cone" --out-dir outputs/cone --no-video --no-mesh --overwrite --quiet
-  sjc generate "a green cone" --sigma-min 0.1 --out-dir outputs/cone-sigma-0.1 --no-video --no-mesh --overwrite --quiet
+  sjc generate "a green cone" "${E1[@]}" --out-dir outputs/cone --no-video --no-mesh --overwrite --quiet
+  sjc generate "a green cone" --sigma-min 0.1 "${E1[@]}" --out-dir outputs/cone-sigma-0.1 --no-video --no-mesh --overwrite --quiet
   for d in outputs/cone outputs/cone-sigma-0.1; do python benchmarks/occupancy_profile.py $d; done ;;&
 polish | all)   # the appearance polish swept (at 1,000 SJC steps): 11 settings from one checkpoint per run, 12 prompts x 3 seeds, ~65 min
-  python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 ;;&
-methods | all)   # gradient forms and view prompts, 3 seeds, at the defaults (PAAS: docs/eval, SDS: steps/eval-sds-2000)
-  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive paas:noview sds:noview --out toyprior/methods-2000   # ~2 h
+  python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 --emptiness-weight 1 ;;&
+methods | all)   # gradient forms and view prompts, 3 seeds, at the defaults but emptiness weight 1 (PAAS: emptiness/eval-emptiness-1, SDS: steps/eval-sds-2000)
+  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive paas:noview sds:noview "${E1[@]}" --out toyprior/methods-2000   # ~2 h
   python - <<'PY'   # the six variants in one table: docs/eval-methods-12.{md,json}
 import json
 from sjc.evaluate import write_tables
-files = {"paas": "docs/eval.json", "sds": "docs/toy-prior/steps/eval-sds-2000.json", "rest": "toyprior/methods-2000.json"}
+files = {"paas": "docs/toy-prior/emptiness/eval-emptiness-1.json", "sds": "docs/toy-prior/steps/eval-sds-2000.json", "rest": "toyprior/methods-2000.json"}
 rows = [r for f in files.values() for r in json.load(open(f))["rows"]]
 variants = ["paas", "sds", "paas-plain", "naive", "paas:noview", "sds:noview"]
 prompts = list(dict.fromkeys(r["prompt"] for r in rows))
@@ -95,7 +98,7 @@ write_tables("docs/eval-methods-12", rows, variants, json.load(open(files["rest"
              sources={"paas": files["paas"], "sds": files["sds"]})
 PY
   # the same at 1,000 steps (PAAS itself: docs/toy-prior/steps/eval-1000), ~1.6 h
-  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --steps 1000 \
+  sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --steps 1000 "${E1[@]}" \
     --out docs/toy-prior/steps/eval-methods-12-1000 ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
   sjc bench --threads 2 --out docs/bench/renderer_cpu.json
