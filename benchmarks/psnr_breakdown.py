@@ -1,13 +1,18 @@
 """Where the PSNR gap to the oracle is: silhouette or inside (docs/toy-prior.md, main table).
 
-Trains one default run (seed 0) of a toy prompt with a method and, at the evaluation views, compares its
+Trains one default run (seed 0 unless given) of a toy prompt with a method and, at the evaluation views, compares its
 render with the truth: the 2D silhouette IoU (opacity > 0.5 against true coverage > 0.5), the RMSE where
 both are opaque, the share of the squared error on pixels where the silhouettes disagree, and the PSNR
 after fitting a gain and offset per image and channel on the overlap (what a global colour fix recovers).
+Then the silhouette's edge band (pixels within one pixel of the true outline: some of their 3×3 neighbourhood
+is covered and some is not): its share of the squared error, the render's summed opacity against the true
+coverage (below 1: the silhouette is thinner or fainter than the truth), and the PSNR with the band's pixels,
+or with every other pixel, taken from the truth (what perfect edges, or a perfect rest, would give).
 
-    python benchmarks/psnr_breakdown.py "a red cube" paas      # prints one JSON line; oracle for the ceiling
+    python benchmarks/psnr_breakdown.py "a red cube" paas [SEED]   # prints one JSON line; oracle for the ceiling
 
-(The table in docs/toy-prior.md was measured at the defaults of the time: guidance 3, no appearance polish.)
+(docs/toy-prior.md: the first table was measured at the defaults of the time, guidance 3 and no appearance
+polish, before the edge band was added; the edge-band table at the defaults of 2026-12-03.)
 """
 import json
 import sys
@@ -21,7 +26,8 @@ from sjc.toyworld import render_coverage, render_truth
 from sjc.train import build_run, train
 
 prompt, variant = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "paas"
-run = train(build_run(variant_config(RunConfig(prompt="eval"), prompt, variant, 0)), None, progress=False)
+seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+run = train(build_run(variant_config(RunConfig(prompt="eval"), prompt, variant, seed)), None, progress=False)
 obj = run.prior.truth(prompt)
 cams, res = eval_cameras(run.cfg.camera.test_fov, run.cfg.camera.radius), run.resolution
 with torch.no_grad():
@@ -37,10 +43,19 @@ for b in range(image.shape[0]):
     for c in range(image.shape[1]):
         x = torch.stack([image[b, c][m], torch.ones(int(m.sum()))], 1)
         fixed[b, c][m] = x @ torch.linalg.lstsq(x, target[b, c][m][:, None]).solution[:, 0]
+cov = 1 - render_coverage(obj.shape, cams, res, res)[1]
+touched = torch.nn.functional.max_pool2d((cov > 0).float(), 3, 1, 1) > 0
+full = -torch.nn.functional.max_pool2d(-(cov >= 1).float(), 3, 1, 1) > 0   # every neighbour fully covered
+band = (touched & ~full).expand_as(image)
 print(json.dumps({
-    "prompt": prompt, "variant": variant, "psnr": round(psnr(image, target), 2),
+    "prompt": prompt, "variant": variant, "seed": seed, "psnr": round(psnr(image, target), 2),
     "silhouette_iou_2d": round(float(both.sum() / (covered | opaque).sum()), 3),
     "rmse_inside": round(float((sq[both].mean() / 3) ** 0.5), 3),
     "error_share_on_silhouette_disagreement": round(float(sq[disagree].sum() / sq.sum()), 3),
     "psnr_after_colour_fit": round(psnr(fixed, target), 2),
+    "edge_band_pixels": round(float(band[:, 0].float().mean()), 3),
+    "error_share_on_edge_band": round(float(sq[band[:, :1]].sum() / sq.sum()), 3),
+    "opacity_over_coverage": round(float(out.opacity.cpu().sum() / cov.sum()), 3),
+    "psnr_edges_from_truth": round(psnr(torch.where(band, target, image), target), 2),
+    "psnr_rest_from_truth": round(psnr(torch.where(band, image, target), target), 2),
 }))

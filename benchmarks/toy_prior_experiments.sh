@@ -100,6 +100,10 @@ PY
   # the same at 1,000 steps (PAAS itself: docs/toy-prior/steps/eval-1000), ~1.6 h
   sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --steps 1000 "${E1[@]}" \
     --out docs/toy-prior/steps/eval-methods-12-1000 ;;&
+edges | all)   # where the PSNR gap is at the defaults: the edge band, seed 0, six trained prompts, PAAS and the oracle, ~2-3 min a run
+  for p in "a blue sphere" "a red cube" "a green cone" "a yellow cylinder" "a red cube with a ball on its front" "a blue mug"; do
+    for v in oracle paas; do python benchmarks/psnr_breakdown.py "$p" $v; done
+  done > docs/toy-prior/psnr/edge-band.jsonl ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
   sjc bench --threads 2 --out docs/bench/renderer_cpu.json
   sjc bench sweep --threads 2 --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json
