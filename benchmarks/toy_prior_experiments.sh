@@ -30,6 +30,7 @@ check | all)
   sjc prior check --data toyprior --out docs/toy-prior/check         # 2D sample accuracy, ~4 min
   for g in 2 5; do sjc prior check --data toyprior --guidance-scale $g --out docs/toy-prior/check-guidance/guidance-$g; done
   for g in 2 3; do sjc prior check --data toyprior --guidance-scale $g --seed 100 --out docs/toy-prior/check-guidance/guidance-$g-seed-100; done
+  for s in 200 300; do sjc prior check --data toyprior --seed $s --out docs/toy-prior/check-guidance/guidance-3-seed-$s; done
   sjc prior check --data toyprior --view all --n 2 --out docs/toy-prior/check-views   # with view prompts, ~16 min
   python benchmarks/ball_visibility.py toyprior                     # share of views that hide the ball
   sjc paas2d "a red cube" "a blue sphere" "a green cube" "an orange mug" --data toyprior \
