@@ -4,8 +4,8 @@ Trains one default run (seed 0 unless given) of a toy prompt with a method and, 
 render with the truth: the 2D silhouette IoU (opacity > 0.5 against true coverage > 0.5), the RMSE where
 both are opaque, the share of the squared error on pixels where the silhouettes disagree, and the PSNR
 after fitting a gain and offset per image and channel on the overlap (what a global colour fix recovers).
-Then the silhouette's edge band (pixels within one pixel of the true outline: some of their 3×3 neighbourhood
-is covered and some is not): its share of the squared error, the render's summed opacity against the true
+Then the silhouette's edge band (pixels within one pixel of the true outline: some pixel of their 3×3
+neighbourhood is at least partly covered and not every one is fully covered): its share of the squared error, the render's summed opacity against the true
 coverage (below 1: the silhouette is thinner or fainter than the truth), and the PSNR with the band's pixels,
 or with every other pixel, taken from the truth (what perfect edges, or a perfect rest, would give).
 
@@ -34,7 +34,8 @@ with torch.no_grad():
     out = run.render(cams.to(run.device))
     image, opaque = run.prior.decode(out.image).cpu().clamp(-1, 1), out.opacity.cpu() > 0.5
 target = render_truth(obj, cams, res, res)
-covered = (1 - render_coverage(obj.shape, cams, res, res)[1]) > 0.5
+cov = 1 - render_coverage(obj.shape, cams, res, res)[1]   # the true coverage of each pixel
+covered = cov > 0.5
 both, disagree = covered & opaque, covered ^ opaque
 sq = ((image - target) ** 2).sum(1, keepdim=True)
 fixed = image.clone()
@@ -43,7 +44,6 @@ for b in range(image.shape[0]):
     for c in range(image.shape[1]):
         x = torch.stack([image[b, c][m], torch.ones(int(m.sum()))], 1)
         fixed[b, c][m] = x @ torch.linalg.lstsq(x, target[b, c][m][:, None]).solution[:, 0]
-cov = 1 - render_coverage(obj.shape, cams, res, res)[1]
 touched = torch.nn.functional.max_pool2d((cov > 0).float(), 3, 1, 1) > 0
 full = -torch.nn.functional.max_pool2d(-(cov >= 1).float(), 3, 1, 1) > 0   # every neighbour fully covered
 band = (touched & ~full).expand_as(image)

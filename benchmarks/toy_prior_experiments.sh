@@ -106,7 +106,7 @@ edges | all)   # where the PSNR gap is at the defaults: the edge band, seed 0, s
     for v in oracle paas; do python benchmarks/psnr_breakdown.py "$p" $v; done
   done > docs/toy-prior/psnr/edge-band.jsonl ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
-  sjc bench --threads 2 --out docs/bench/renderer_cpu.json
+  sjc bench --threads 2 --out docs/bench/renderer_cpu.json   # its toy cell was measured at emptiness weight 1; it now runs the default 10
   sjc bench sweep --threads 2 --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json
   sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 "${OLD[@]}" --renderer dense --out docs/toy-prior/sweep/sigma-1-10-dense ;;
 esac

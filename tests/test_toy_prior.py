@@ -235,6 +235,7 @@ def test_builtin_prior_guides_sjc_and_samples_at_its_own_scales(builtin):
     assert ScoreGuide(builtin, "paas", builtin.sigmas, None, 1).guidance == 2.0
     cfg = resolve_defaults(RunConfig(prompt="a red cube"), builtin.config_defaults())
     assert cfg.guidance.guidance_scale == 2.0 and cfg.optim.polish_steps == 600 and cfg.optim.steps == 2000
+    assert cfg.reg.emptiness_weight == 10.0   # docs/toy-prior.md, "Emptiness weight: 10"
     x = torch.zeros(1, *builtin.shape)
     sigma, cond = torch.tensor(2.0), builtin.cond("a red cube")
     assert torch.equal(builtin.D(x, sigma, cond), builtin.D(x, sigma, cond, 3.0))   # D without a scale: sampling's
