@@ -66,6 +66,7 @@ eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle c
   M=docs/toy-prior/emptiness   # the same two at the emptiness weight before (1): 3 seeds, and the oracle
   sjc eval --seeds 3 --jobs 2 --variants paas "${E1[@]}" --out $M/eval-emptiness-1
   sjc eval --jobs 2 --variants oracle "${E1[@]}" --out $M/eval-oracle-emptiness-1
+  sjc eval --jobs 2 --variants paas --emptiness-weight 30 --out $M/eval-emptiness-30   # seed 0, ~21 min
   T=docs/toy-prior/steps   # the SJC step count: 1,000 (the default before 2,000) with 3 seeds, the others seed 0
   sjc eval --seeds 3 --jobs 2 --variants paas --steps 1000 "${E1[@]}" --out $T/eval-1000
   sjc eval --jobs 2 --variants oracle --steps 1000 "${E1[@]}" --out $T/eval-oracle-1000
