@@ -69,7 +69,8 @@ def polish_cell(args) -> list[dict]:
                 run.optimizer.param_groups[0]["lr"] = s["lr"]
             t0 = time.perf_counter()
             train(run, None, progress=False)
-            row = {"prompt": prompt, "seed": seed, "setting": name, **evaluate_field(run, obj, rotations=False),
+            row = {"prompt": prompt, "seed": seed, "setting": name, "emptiness_weight": run.cfg.reg.emptiness_weight,
+                   **evaluate_field(run, obj, rotations=False),
                    "base_s": base_s, "polish_s": time.perf_counter() - t0}
             rows.append(row)
             with open(jsonl, "a") as f:

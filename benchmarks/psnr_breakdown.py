@@ -18,6 +18,7 @@ import json
 import sys
 
 import torch
+import torch.nn.functional as F
 
 from sjc.cameras import eval_cameras
 from sjc.config import RunConfig
@@ -44,8 +45,8 @@ for b in range(image.shape[0]):
     for c in range(image.shape[1]):
         x = torch.stack([image[b, c][m], torch.ones(int(m.sum()))], 1)
         fixed[b, c][m] = x @ torch.linalg.lstsq(x, target[b, c][m][:, None]).solution[:, 0]
-touched = torch.nn.functional.max_pool2d((cov > 0).float(), 3, 1, 1) > 0
-full = -torch.nn.functional.max_pool2d(-(cov >= 1).float(), 3, 1, 1) > 0   # every neighbour fully covered
+touched = F.max_pool2d((cov > 0).float(), 3, 1, 1) > 0
+full = -F.max_pool2d(-(cov >= 1).float(), 3, 1, 1) > 0   # every neighbour fully covered
 band = (touched & ~full).expand_as(image)
 print(json.dumps({
     "prompt": prompt, "variant": variant, "seed": seed, "psnr": round(psnr(image, target), 2),
