@@ -10,8 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from sjc import toyworld
 from sjc.cameras import FINE_VIEWS, orbit_cameras
 from sjc.prior_training import load_dataset

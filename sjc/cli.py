@@ -179,8 +179,8 @@ def cmd_prior_check(a) -> None:
               "guidance_scale": a.guidance_scale or prior.default_guidance, "views": views}
     seen = (f", {a.n} per view prompt ({', '.join(views)}), each compared with its view's renders only" if a.view
             else "")
-    lines = [f"# 2D sample accuracy of the toy prior ({a.n * len(views)} Heun samples per object{seen}, "
-             f"{a.steps} steps, guidance {result['guidance_scale']})", "",
+    lines = [(f"# 2D sample accuracy of the toy prior ({a.n * len(views)} Heun samples per object{seen}, "
+              f"{a.steps} steps, guidance {result['guidance_scale']})"), "",
              "| set | objects | shape and colour right | shape right | colour right |", "|---|---|---|---|---|"]
 
     def mean(rows):
