@@ -107,8 +107,7 @@ edges | all)   # where the PSNR gap is at the defaults: the edge band, seed 0, s
     for v in oracle paas; do python benchmarks/psnr_breakdown.py "$p" $v; done
   done > docs/toy-prior/psnr/edge-band.jsonl ;;&
 from-oracle | all)   # how much of the gap is the prior's fixed point and how much the path: PAAS from the oracle's field, seed 0, ~3.5 min a prompt
-  printf '%s\n' "a blue sphere" "a red cube" "a green cone" "a yellow cylinder" "a red cube with a ball on its front" "a blue mug" \
-    "a purple sphere" "a green cube" "a cyan cone" "a yellow torus" "a pink cube with a ball on its front" "an orange mug" |
+  python -c "from sjc.evaluate import DEFAULT_EVAL_PROMPTS; print(*DEFAULT_EVAL_PROMPTS, sep='\n')" |
     xargs -P 2 -I{} python benchmarks/from_oracle.py "{}" > docs/toy-prior/from-oracle/from-oracle.jsonl ;;&   # finishing order (the committed file: the main table's order)
 sds | all)   # SDS at today's defaults (emptiness weight 10), 12 prompts x 3 seeds, ~30 min
   sjc eval --seeds 3 --jobs 2 --variants sds --out docs/toy-prior/emptiness/eval-sds-emptiness-10 ;;&
