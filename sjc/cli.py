@@ -139,6 +139,8 @@ def cmd_prior_train(a) -> None:
     cfg = _dataclass_from(TrainConfig, a)
     if cfg.steps < 1 or cfg.batch < 1 or cfg.lr <= 0:
         raise SJCError(f"need positive --steps, --batch and --lr, got {cfg.steps}, {cfg.batch} and {cfg.lr}")
+    if cfg.timestep_power <= 0:
+        raise SJCError(f"--timestep-power must be positive (1 = uniform timesteps), got {cfg.timestep_power}")
     check_writable(Path(a.out) / "state.pt")
     if cfg.init and not (Path(cfg.init) / "unet").is_dir():
         raise SJCError(f"--init {cfg.init}: not a toy prior folder (it has no unet/); give e.g. sjc/weights/toy32")

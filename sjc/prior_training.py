@@ -207,6 +207,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0              # torch CPU threads (0: torch's default)
     init: str = ""                # start from this model folder's weights (fine-tuning; "" = random init)
+    timestep_power: float = 1.0   # t = ⌊T·u^p⌋, u uniform: 1 is uniform, p > 1 spends more steps at small σ
 
 
 class CaptionTable:
@@ -237,9 +238,17 @@ def sample_batch(data: dict, pairs: torch.Tensor, table: CaptionTable, cfg: Trai
     return img, table.ids[rows]
 
 
-def dsm_loss(unet, text_encoder, scheduler, x0, ids, g: torch.Generator) -> torch.Tensor:
-    """Denoising score matching at uniform timesteps, on the model's prediction target (ε or v)."""
-    t = torch.randint(scheduler.config.num_train_timesteps, (x0.shape[0],), generator=g)
+def sample_timesteps(n: int, num_train_timesteps: int, power: float, g: torch.Generator) -> torch.Tensor:
+    """Training timesteps ⌊T·u^power⌋ (uniform at power 1; more of the small-σ end above it)."""
+    if power == 1.0:
+        return torch.randint(num_train_timesteps, (n,), generator=g)
+    u = torch.rand(n, generator=g) ** power
+    return (u * num_train_timesteps).long().clamp_max(num_train_timesteps - 1)
+
+
+def dsm_loss(unet, text_encoder, scheduler, x0, ids, g: torch.Generator, timestep_power: float = 1.0) -> torch.Tensor:
+    """Denoising score matching at drawn timesteps (sample_timesteps), on the model's prediction target (ε or v)."""
+    t = sample_timesteps(x0.shape[0], scheduler.config.num_train_timesteps, timestep_power, g)
     noise = torch.randn(x0.shape, generator=g)
     x_t = scheduler.add_noise(x0, noise, t)
     target = scheduler.get_velocity(x0, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
@@ -314,7 +323,7 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     if state_path.exists():
         st = torch.load(state_path, weights_only=False)
         same = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
-        if {k: st["train"][k] for k in same} != same or st["model"] != asdict(model_cfg):
+        if {k: st["train"].get(k, getattr(TrainConfig, k)) for k in same} != same or st["model"] != asdict(model_cfg):
             raise SJCError(f"{out} holds a training run with another configuration; resume it with the same "
                            f"flags (see {out / 'config.json'}) or use a new --out")
         unet.load_state_dict(st["unet"])
@@ -347,7 +356,7 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     while step < end:
         x0, ids = sample_batch(data, pairs, table, cfg, g)
-        loss = dsm_loss(unet, text_encoder, scheduler, x0, ids, g)
+        loss = dsm_loss(unet, text_encoder, scheduler, x0, ids, g, cfg.timestep_power)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

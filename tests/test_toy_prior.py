@@ -12,7 +12,8 @@ from sjc.check2d import NearestRender, optimise_image
 from sjc.cli import main
 from sjc.errors import SJCError
 from sjc.prior_training import (HELD_OUT, SHAPE_NAMES, DatasetConfig, ModelConfig, TrainConfig, build_dataset,
-                                captions, load_dataset, training_pairs, train_prior, word_tokenizer)
+                                captions, load_dataset, sample_timesteps, training_pairs, train_prior,
+                                word_tokenizer)
 from sjc.priors.text_unet import BUILTIN_TOY_MODEL, PixelTextPrior
 
 TINY_MODEL = ModelConfig(resolution=16, channels=(32, 64), text_width=32)
@@ -182,7 +183,18 @@ def test_fine_tuning_into_finer_view_prompts_keeps_the_weights_and_records_the_s
         PixelTextPrior(str(fine))
 
 
+def test_timestep_power_draws_more_small_timesteps_and_is_uniform_at_one():
+    a = sample_timesteps(8, 1000, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(a, torch.randint(1000, (8,), generator=torch.Generator().manual_seed(3)))   # old runs reproduce
+    t = sample_timesteps(200_000, 1000, 2.0, torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and int(t.min()) >= 0 and int(t.max()) <= 999
+    assert abs(float((t < 144).float().mean()) - 0.144 ** 0.5) < 0.005   # P(⌊T·u²⌋ < k) = √(k/T)
+    assert abs(float(t.float().mean()) - 1000 / 3) < 3
+
+
 def test_prior_cli_errors(dataset, tmp_path, capsys):
+    assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), "--timestep-power", "0"]) == 2
+    assert "--timestep-power must be positive" in capsys.readouterr().err
     assert main(["prior", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "t")]) == 2
     assert "sjc prior dataset" in capsys.readouterr().err
     assert main(["prior", "dataset", "--views", "0", "--out", str(tmp_path)]) == 2
