@@ -111,6 +111,15 @@ from-oracle | all)   # how much of the gap is the prior's fixed point and how mu
     xargs -P 2 -I{} python benchmarks/from_oracle.py "{}" > docs/toy-prior/from-oracle/from-oracle.jsonl ;;&   # finishing order (the committed file: the main table's order)
 sds | all)   # SDS at today's defaults (emptiness weight 10), 12 prompts x 3 seeds, ~30 min
   sjc eval --seeds 3 --jobs 2 --variants sds --out docs/toy-prior/emptiness/eval-sds-emptiness-10 ;;&
+small-sigma | all)   # a fine-tune towards small σ (not shipped), its 2D drift and two 3D runs, ~20 min
+  sjc prior train --data toyprior --out toyprior/small-sigma --views fine --init sjc/weights/toy32 --steps 850 --lr 1.5e-4 \
+    --warmup 50 --ema-decay 0.995 --view-caption 0.8 --threads 2 --seed 1 --timestep-power 2 --quiet
+  python benchmarks/drift2d.py --guidance 2 1
+  python benchmarks/drift2d.py --model toyprior/small-sigma/model
+  sjc eval --model toyprior/small-sigma/model --prompts "a red cube" "a green cone" --variants paas --jobs 2 \
+    --out docs/toy-prior/small-sigma/eval-cube-cone ;;&
+methods10 | all)   # the naive score and PAAS without view prompts at today's defaults (emptiness weight 10), ~35 min each
+  for v in naive paas:noview; do sjc eval --seeds 3 --jobs 2 --variants $v --out docs/toy-prior/emptiness/eval-${v/:/-}-emptiness-10; done ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
   sjc bench --threads 2 --out docs/bench/renderer_cpu.json   # its toy cell was measured at emptiness weight 1; it now runs the default 10
   sjc bench sweep --threads 2 --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json
