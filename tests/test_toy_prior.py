@@ -114,6 +114,9 @@ def test_training_writes_a_loadable_diffusers_model_and_resumes_exactly(dataset,
     straight = train_prior(dataset, tmp_path / "a", TrainConfig(**TINY_TRAIN), TINY_MODEL, progress=False)
     assert train_prior(dataset, tmp_path / "b", TrainConfig(**TINY_TRAIN), TINY_MODEL, progress=False,
                        stop_after=3) is None
+    st = torch.load(tmp_path / "b" / "state.pt", weights_only=False)
+    del st["train"]["timestep_power"]   # a checkpoint written before the field existed resumes as uniform timesteps
+    torch.save(st, tmp_path / "b" / "state.pt")
     resumed = train_prior(dataset, tmp_path / "b", TrainConfig(**TINY_TRAIN), TINY_MODEL, progress=False)
     from safetensors.torch import load_file
     for sub in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
