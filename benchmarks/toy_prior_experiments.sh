@@ -118,8 +118,8 @@ small-sigma | all)   # a fine-tune towards small σ (not shipped), its 2D drift 
   python benchmarks/drift2d.py --model toyprior/small-sigma/model
   sjc eval --model toyprior/small-sigma/model --prompts "a red cube" "a green cone" --variants paas --jobs 2 \
     --out docs/toy-prior/small-sigma/eval-cube-cone ;;&
-methods10 | all)   # PAAS plain, the naive score and PAAS without view prompts at today's defaults (emptiness weight 10), ~25 min each
-  for v in paas-plain naive paas:noview; do sjc eval --seeds 3 --jobs 2 --variants $v --out docs/toy-prior/emptiness/eval-${v/:/-}-emptiness-10; done ;;&
+methods10 | all)   # PAAS plain, the naive score, PAAS and SDS without view prompts at today's defaults (emptiness weight 10), ~25 min each
+  for v in paas-plain naive paas:noview sds:noview; do sjc eval --seeds 3 --jobs 2 --variants $v --out docs/toy-prior/emptiness/eval-${v/:/-}-emptiness-10; done ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
   sjc bench --threads 2 --out docs/bench/renderer_cpu.json   # its toy cell was measured at emptiness weight 1; it now runs the default 10
   sjc bench sweep --threads 2 --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json
