@@ -15,20 +15,9 @@ import torch
 
 from sjc.cameras import eval_cameras
 from sjc.evaluate import psnr
+from sjc.priors.base import train_sigmas
 from sjc.priors.text_unet import PixelTextPrior
-from sjc.priors.vp import classifier_free_guidance
 from sjc.toyworld import parse_prompt, render_truth
-
-
-class PerViewPrompts(PixelTextPrior):
-    """The toy prior with one prompt per image: cond is (2B, L, D), the B empty embeddings then the B prompts'."""
-
-    def model_output(self, x_t, t, cond, guidance):
-        b = x_t.shape[0]
-        if guidance == 1.0:
-            return self._call(x_t, t, cond[b:])
-        out = self._call(torch.cat([x_t, x_t]), torch.cat([t, t]), cond)
-        return classifier_free_guidance(out[:b], out[b:], guidance)
 
 
 def drift(prior, prompt: str, guidance: float, sigmas: torch.Tensor, steps: int, lr: float, seed: int = 0) -> float:
@@ -37,7 +26,7 @@ def drift(prior, prompt: str, guidance: float, sigmas: torch.Tensor, steps: int,
     truth = render_truth(parse_prompt(prompt)[1], cams, prior.height, prior.width)
     views = prior.views
     prompts = [views.prefix(views.label(float(a), float(e))) + prompt for a, e in zip(cams.azimuth, cams.elevation)]
-    cond = torch.cat([prior.embed("").expand(len(prompts), -1, -1)] + [prior.embed(p) for p in prompts])
+    cond = torch.cat([prior.embed("").expand(len(prompts), -1, -1)] + [prior.embed(p) for p in prompts])   # one prompt per view
     g = torch.Generator().manual_seed(seed)
     x = truth.clone().requires_grad_(True)
     opt = torch.optim.Adamax([x], lr=lr)
@@ -64,8 +53,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.05)
     a = ap.parse_args()
     torch.set_num_threads(2)
-    prior = PerViewPrompts(a.model)
-    sigmas = prior.sigmas[(prior.sigmas >= a.sigma_min) & (prior.sigmas <= a.sigma_max)]
+    prior = PixelTextPrior(a.model)
+    sigmas = train_sigmas(prior, a.sigma_min, a.sigma_max)
     for p in a.prompts:
         for gs in a.guidance:
             t0 = time.perf_counter()

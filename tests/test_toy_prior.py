@@ -257,6 +257,17 @@ def test_builtin_prior_guides_sjc_and_samples_at_its_own_scales(builtin):
     assert not torch.allclose(builtin.D(x, sigma, cond), builtin.D(x, sigma, cond, 2.0))
 
 
+def test_builtin_prior_takes_one_prompt_per_image(builtin):
+    """A (2B, L, D) conditioning, B empty then B prompts, denoises each image as its own prompt would."""
+    prompts = ["front view of a red cube", "a blue sphere"]
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor(0.3)
+    cond = torch.cat([builtin.embed("").expand(2, -1, -1)] + [builtin.embed(p) for p in prompts])
+    for g in (2.0, 1.0):
+        alone = torch.cat([builtin.D(x[i:i + 1], sigma, builtin.cond(p), g) for i, p in enumerate(prompts)])
+        assert torch.allclose(builtin.D(x, sigma, cond, g), alone, atol=1e-5)
+
+
 def test_builtin_prior_rejects_words_it_never_saw(builtin):
     with pytest.raises(SJCError, match="not a toy-world prompt"):
         builtin.cond("a photo of a cat")

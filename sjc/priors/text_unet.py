@@ -94,11 +94,14 @@ class TextUNetPrior(VPDenoiserPrior):
 
     @torch.no_grad()
     def model_output(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, guidance: float) -> torch.Tensor:
+        """cond: encode()'s (2, L, D) for one prompt, or (2B, L, D), B empty then B prompts, one per image."""
         b = x_t.shape[0]
+        per_image = cond.shape[0] == 2 * b
         if guidance == 1.0:   # no guidance: the conditional branch alone
-            return self._call(x_t.to(self.dtype), t, cond[1:].expand(b, -1, -1))
+            return self._call(x_t.to(self.dtype), t, cond[b:] if per_image else cond[1:].expand(b, -1, -1))
         x_in = torch.cat([x_t, x_t]).to(self.dtype)
-        out = self._call(x_in, torch.cat([t, t]), cond.repeat_interleave(b, dim=0))   # [uncond × b, cond × b]
+        emb = cond if per_image else cond.repeat_interleave(b, dim=0)   # [uncond × b, cond × b]
+        out = self._call(x_in, torch.cat([t, t]), emb)
         return classifier_free_guidance(out[:b], out[b:], guidance)
 
     def _call(self, x, t, emb) -> torch.Tensor:
