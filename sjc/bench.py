@@ -116,8 +116,8 @@ class FixedTargetPrior(Prior):
 BENCH_CONFIGS = {
     # The reference SD configuration (notes §3): 100³ grid, 64×64 4-channel latents, emptiness 1e4.
     "sd": {"grid_size": 100, "resolution": 64, "channels": 4, "steps": 600},
-    # The default toy-world run: the learned prior at its defaults.
-    "toy": {"steps": 1000},
+    # The default toy-world run: the learned prior at its defaults (steps None: the prior's default).
+    "toy": {"steps": None},
 }
 
 
@@ -199,9 +199,9 @@ def bench_renderers(name: str = "toy", steps: Optional[int] = None, snapshots: i
     """
     from tqdm import tqdm
 
-    steps = steps or BENCH_CONFIGS[name]["steps"]
-    run = _bench_run(name, "fast", steps)
+    run = _bench_run(name, "fast", steps or BENCH_CONFIGS[name]["steps"])
     cfg = run.cfg
+    steps = cfg.optim.steps   # resolved: the prior's default where none was given
     at = sorted({round(i * steps / (snapshots - 1)) for i in range(snapshots)})
     result = {"config": name, "machine": _machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "grid_size": cfg.field.grid_size, "resolution": cfg.render.resolution, "channels": run.field.channels,

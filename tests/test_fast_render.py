@@ -202,3 +202,19 @@ def test_dilate_is_a_3x3x3_max_pool(n):
     d = torch.rand(n, n, n) ** 6
     assert torch.equal(occupancy_from_density(d, 0.3),
                        torch.nn.functional.max_pool3d(d[None, None], 3, stride=1, padding=1)[0, 0] > 0.3)
+
+
+def test_bench_toy_config_is_the_default_run():
+    """`sjc bench`'s toy configuration trains the learned prior's default run (its step count, not a fixed one)."""
+    from sjc.bench import _bench_run, bench_renderers
+    from sjc.config import RunConfig
+    from sjc.train import build_run
+
+    default = build_run(RunConfig(prompt="a blue sphere")).cfg
+    assert _bench_run("toy", "fast", None).cfg.optim.steps == default.optim.steps
+    res = bench_renderers("toy", steps=4, snapshots=2, rounds=1, progress=False)
+    assert res["steps"] == 4 and [s["step"] for s in res["snapshots"]] == [0, 4]
+    assert res["grid_size"] == default.field.grid_size and res["emptiness_weight"] == default.reg.emptiness_weight
+    for s in res["snapshots"]:
+        assert s["speedup"] == pytest.approx(s["dense"]["seconds_per_step"] / s["fast"]["seconds_per_step"])
+
