@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -43,6 +44,25 @@ def _cpu_signature() -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def wait_for_build_lock(lock: Path, stale_after: float = 600.0, poll: float = 0.5, tell_after: float = 5.0) -> None:
+    """Wait while another process builds the kernels; remove their lock once older than any build (a killed build's)."""
+    told, t0 = False, time.monotonic()
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age > stale_after:
+            lock.unlink(missing_ok=True)
+            print(f"sjc: removed {lock}, left {age / 60:.0f} min ago by a build that was killed")
+            return
+        if not told and time.monotonic() - t0 >= tell_after:
+            print(f"sjc: waiting for another process to finish building the fused CPU renderer (lock {lock}; "
+                  f"delete it if no other sjc process is running)", flush=True)
+            told = True
+        time.sleep(poll)
+
+
 def extension():
     """The compiled kernel module, building it on first use; None where that fails (reported once)."""
     global _EXT, _FAILED
@@ -60,7 +80,9 @@ def extension():
         error = None
         for name, cf, lf in attempts:
             try:   # no compiler, no ninja, no setuptools, …: the pure-PyTorch renderer still works
-                from torch.utils.cpp_extension import load
+                from torch.utils.cpp_extension import _get_build_directory, load
+                # torch waits forever on a lock left by a killed build (SIGTERM/SIGKILL skip its cleanup)
+                wait_for_build_lock(Path(_get_build_directory(name, False)) / "lock")
                 _EXT = load(name, sources, extra_cflags=cflags + cf, extra_ldflags=ldflags + lf, verbose=False)
                 break
             except Exception as e:

@@ -218,3 +218,23 @@ def test_bench_toy_config_is_the_default_run():
     for s in res["snapshots"]:
         assert s["speedup"] == pytest.approx(s["dense"]["seconds_per_step"] / s["fast"]["seconds_per_step"])
 
+
+def test_build_lock_of_a_killed_build_is_removed_and_a_fresh_one_waited_for(tmp_path, capsys):
+    """A lock older than any build is removed (torch would wait on it forever); a fresh one is waited for."""
+    import os
+    import threading
+    import time
+
+    from sjc.fused import wait_for_build_lock
+
+    lock = tmp_path / "lock"
+    wait_for_build_lock(lock)                     # no lock: returns at once
+    lock.touch()
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    wait_for_build_lock(lock, stale_after=600)
+    assert not lock.exists() and "left 60 min ago by a build that was killed" in capsys.readouterr().out
+    lock.touch()
+    threading.Timer(0.3, lock.unlink).start()     # another process finishing its build
+    t0 = time.monotonic()
+    wait_for_build_lock(lock, stale_after=600, poll=0.05, tell_after=0.1)
+    assert time.monotonic() - t0 >= 0.25 and "waiting for another process" in capsys.readouterr().out
