@@ -282,13 +282,27 @@ def load_partial_rows(path, config: dict) -> dict:
     return rows
 
 
+def die_with_parent() -> None:
+    """Worker initializer: the kernel ends this process when its parent dies, even by SIGKILL (Linux; else a no-op)."""
+    import ctypes
+    import os
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:   # the parent died before the call above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _run_cells(cells: list, jobs: int):
     """Yield each cell's row as it finishes."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     if jobs > 1:   # a crashed worker raises BrokenProcessPool instead of hanging
-        pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"))
+        # a killed eval takes its workers with it instead of leaving them training orphaned cells
+        pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=die_with_parent)
         try:
             for f in as_completed([pool.submit(eval_cell, c) for c in cells]):
                 yield f.result()

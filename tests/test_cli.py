@@ -627,3 +627,31 @@ def test_emptiness_switch_is_fixed_at_creation(capsys, tiny_copy):
     rc, _, _ = sjc(capsys, "resume", tiny_copy, "--steps", 2 * cfg["optim"]["steps"], "--quiet")
     assert rc == 0
     assert json.loads((tiny_copy / "config.json").read_text())["reg"]["emptiness_mult_step"] == switch
+
+
+def test_eval_workers_end_when_the_eval_is_killed(tmp_path):
+    """A SIGKILLed `sjc eval --jobs N` takes its worker processes with it (no orphans training cells)."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing as mp, os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from sjc.evaluate import die_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=die_with_parent)\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 60)\n"
+        "    time.sleep(0.5)\n"
+        "    os._exit(9)\n")   # dies without any cleanup, as under SIGKILL
+    with open(tmp_path / "out.txt", "w") as f:   # a file, not a pipe that an orphan would hold open
+        subprocess.run([sys.executable, str(script)], stdout=f, timeout=60)
+    worker = int((tmp_path / "out.txt").read_text().split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, 9)
+        pytest.fail("the worker outlived its killed parent")
