@@ -120,8 +120,16 @@ small-sigma | all)   # a fine-tune towards small σ (not shipped), its 2D drift 
     --out docs/toy-prior/small-sigma/eval-cube-cone ;;&
 methods10 | all)   # PAAS plain, the naive score, PAAS and SDS without view prompts at today's defaults (emptiness weight 10), ~25 min each
   for v in paas-plain naive paas:noview sds:noview; do sjc eval --seeds 3 --jobs 2 --variants $v --out docs/toy-prior/emptiness/eval-${v/:/-}-emptiness-10; done ;;&
+finer-views | all)   # the exact prior with 16 azimuth sectors (a scratch patch, reverted after), 12 prompts x 3 seeds, ~4 min each
+  V=docs/toy-prior/views
+  sjc eval --prior closed-form --view-scheme fine --variants paas --seeds 3 --jobs 2 --out $V/closed-form-fine-12
+  git apply $V/finer-scheme.patch
+  sjc eval --prior closed-form --view-scheme finer --variants paas --seeds 3 --jobs 2 --out $V/closed-form-finer-12 || true
+  git apply -R $V/finer-scheme.patch ;;&
+toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min
+  sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
-  sjc bench --threads 2 --out docs/bench/renderer_cpu.json   # its toy cell was measured at emptiness weight 1; it now runs the default 10
+  sjc bench --threads 2 --out docs/bench/renderer_cpu.json   # its toy cell was measured at 1,000 steps and emptiness weight 1 (today's: toy-bench)
   sjc bench sweep --threads 2 --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json
   sjc eval --prompts "${SWEEP_PROMPTS[@]}" --variants paas --jobs 2 "${OLD[@]}" --renderer dense --out docs/toy-prior/sweep/sigma-1-10-dense ;;
 esac
