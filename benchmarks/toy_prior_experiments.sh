@@ -126,6 +126,8 @@ finer-views | all)   # the exact prior with 16 azimuth sectors (a scratch patch,
   git apply $V/finer-scheme.patch
   sjc eval --prior closed-form --view-scheme finer --variants paas --seeds 3 --jobs 2 --out $V/closed-form-finer-12 || true
   git apply -R $V/finer-scheme.patch ;;&
+elevation-bands | all)   # the exact prior with the fine-bands scheme (elevation words), 12 prompts x 3 seeds, ~2 min
+  sjc eval --prior closed-form --view-scheme fine-bands --variants paas --seeds 3 --jobs 2 --out docs/toy-prior/views/closed-form-fine-bands-12 ;;&
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min
   sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -75,24 +76,48 @@ class ViewScheme:
     name: str
     sides: tuple[str, ...]      # label of each azimuth sector below the overhead band, from azimuth 0 on
     overhead: tuple[str, ...]   # label of each azimuth sector of the overhead band
+    # Optional elevation words: (upper edge in degrees, word) for the side ring, lowest band first (above the last
+    # edge: no word), and (lower edge, word) for the top of the overhead ring ('low front view of', 'top overhead
+    # back view of'), so the label also pins down the camera's height.
+    side_bands: tuple[tuple[float, str], ...] = ()
+    top_band: tuple[float, str] | None = None
 
-    @property
+    def _rings(self) -> tuple[list[str], list[str]]:
+        """Every side label (band-major: each band's sectors, then the unbanded ones) and every overhead label."""
+        sides = [f"{w} {x}" for _, w in self.side_bands for x in self.sides] + list(self.sides)
+        top = [f"{self.top_band[1]} {x}" for x in self.overhead] if self.top_band else []
+        return sides, list(self.overhead) + top
+
+    @cached_property
     def labels(self) -> tuple[str, ...]:
         """Every distinct label, in order of first appearance (the caption order of a trained prior)."""
-        return tuple(dict.fromkeys(self.sides + self.overhead))
+        sides, overhead = self._rings()
+        banded = sides[:-len(self.sides)] if self.side_bands else []
+        return tuple(dict.fromkeys(list(self.sides) + list(self.overhead) + banded + overhead[len(self.overhead):]))
 
     def label(self, azimuth: float, elevation: float) -> str:
         """The label of one camera (angles in degrees)."""
-        ring = self.overhead if elevation > OVERHEAD_ELEVATION else self.sides
-        return ring[int(_sector(azimuth, len(ring))) % len(ring)]
+        if elevation > OVERHEAD_ELEVATION:
+            ring, word = self.overhead, self.top_band[1] if self.top_band and elevation > self.top_band[0] else ""
+        else:
+            ring, word = self.sides, next((w for edge, w in self.side_bands if elevation < edge), "")
+        side = ring[int(_sector(azimuth, len(ring))) % len(ring)]
+        return f"{word} {side}" if word else side
+
+    @cached_property
+    def _lookup(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_rings` as indices into `labels`."""
+        return tuple(torch.tensor([self.labels.index(v) for v in ring]) for ring in self._rings())
 
     def index(self, azimuth: torch.Tensor, elevation: torch.Tensor) -> torch.Tensor:
-        """Index into `labels` of each camera (the vectorised `label`)."""
-        out = []
-        for ring in (self.sides, self.overhead):
-            lookup = torch.tensor([self.labels.index(v) for v in ring])
-            out.append(lookup[_sector(azimuth, len(ring)).long().clamp(0, len(ring) - 1)])
-        return torch.where(elevation > OVERHEAD_ELEVATION, out[1], out[0])
+        """Index into `labels` of each camera (vectorised)."""
+        sides, overhead = self._lookup
+        n, m = len(self.sides), len(self.overhead)
+        side_band = torch.bucketize(elevation, torch.tensor([e for e, _ in self.side_bands]), right=True)
+        side = sides[side_band * n + _sector(azimuth, n).long().clamp(0, n - 1)]
+        top = (elevation > self.top_band[0]).long() if self.top_band else torch.zeros_like(elevation, dtype=torch.long)
+        over = overhead[top * m + _sector(azimuth, m).long().clamp(0, m - 1)]
+        return torch.where(elevation > OVERHEAD_ELEVATION, over, side)
 
     @staticmethod
     def prefix(label: str) -> str:
@@ -107,7 +132,11 @@ REFERENCE_VIEWS = ViewScheme("reference", sides=("front", "side", "back", "side"
 FINE_VIEWS = ViewScheme("fine", sides=("front", "front right", "right side", "back right", "back", "back left",
                                        "left side", "front left"),
                         overhead=("overhead front", "overhead right", "overhead back", "overhead left"))
-VIEW_SCHEMES = {v.name: v for v in (REFERENCE_VIEWS, FINE_VIEWS)}
+# The fine scheme with elevation words: 'low' below 16°, 'mid' from 16° to 32°, 'top' above 66°. On the
+# closed-form prior these gain far more than finer azimuth sectors (docs/toy-prior.md, "Elevation words").
+FINE_BANDS_VIEWS = ViewScheme("fine-bands", FINE_VIEWS.sides, FINE_VIEWS.overhead,
+                              side_bands=((16.0, "low"), (32.0, "mid")), top_band=(66.0, "top"))
+VIEW_SCHEMES = {v.name: v for v in (REFERENCE_VIEWS, FINE_VIEWS, FINE_BANDS_VIEWS)}
 
 
 def view_label(azimuth: float, elevation: float) -> str:

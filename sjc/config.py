@@ -53,7 +53,7 @@ class GuidanceConfig:
     sigma_max: Optional[float] = None  # upper end of the σ draw (None: the prior's range)
     guidance_scale: Optional[float] = None  # None: the prior's default
     view_prompts: bool = True      # prefix "front view of" etc. by camera
-    view_scheme: Optional[str] = None  # reference (4 views) | fine (45° sectors); None: the prior's own
+    view_scheme: Optional[str] = None  # reference (4 views) | fine (45° sectors) | fine-bands (+ elevation words); None: the prior's own
     polish_sigma_min: float = 0.05     # σ range of the appearance polish (data units)
     polish_sigma_max: float = 0.5
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sjc import toyworld
-from sjc.cameras import FINE_VIEWS, REFERENCE_VIEWS, orbit_cameras, view_label
+from sjc.cameras import FINE_BANDS_VIEWS, FINE_VIEWS, REFERENCE_VIEWS, orbit_cameras, view_label
 from sjc.check2d import NearestRender, optimise_image
 from sjc.cli import main
 from sjc.errors import SJCError
@@ -35,7 +35,7 @@ def test_held_out_set_leaves_every_shape_and_colour_in_training():
     assert {s for s, _ in names} == set(toyworld.SHAPES) and {c for _, c in names} == set(toyworld.COLOURS)
 
 
-@pytest.mark.parametrize("views", [REFERENCE_VIEWS, FINE_VIEWS], ids=lambda v: v.name)
+@pytest.mark.parametrize("views", [REFERENCE_VIEWS, FINE_VIEWS, FINE_BANDS_VIEWS], ids=lambda v: v.name)
 def test_word_tokenizer_spells_every_caption_word_as_one_token(tmp_path, views):
     tok = word_tokenizer(tmp_path, views=views)
     caps = [cap for s in toyworld.SHAPES for c in toyworld.COLOURS for cap in captions(s, c, views)]
@@ -45,7 +45,7 @@ def test_word_tokenizer_spells_every_caption_word_as_one_token(tmp_path, views):
     assert len(tok(max(caps, key=len)).input_ids) <= tok.model_max_length
 
 
-@pytest.mark.parametrize("views", [REFERENCE_VIEWS, FINE_VIEWS], ids=lambda v: v.name)
+@pytest.mark.parametrize("views", [REFERENCE_VIEWS, FINE_VIEWS, FINE_BANDS_VIEWS], ids=lambda v: v.name)
 def test_view_index_matches_view_label(views):
     g = torch.Generator().manual_seed(0)
     az = torch.cat([torch.tensor([0.0, 22.4, 22.6, 44.0, 46.0, 90.0, 180.0, 230.0, 270.0, 316.0, 337.6, 10.0]),
@@ -63,7 +63,13 @@ def test_view_schemes_label_cameras_by_sector():
     assert [FINE_VIEWS.label(a, 43) for a in (44, 46, 180, 300)] == [
         "overhead front", "overhead right", "overhead back", "overhead left"]
     assert FINE_VIEWS.prefix("back") == "backside view of " and FINE_VIEWS.prefix("left side") == "left side view of "
+    # Elevation words: low below 16°, mid to 32°, none to the overhead band at 42°, top above 66°.
+    assert [FINE_BANDS_VIEWS.label(-45, e) for e in (-6, 15.9, 16, 31.9, 32, 42, 42.1, 66, 66.1, 90)] == [
+        "low front left", "low front left", "mid front left", "mid front left", "front left", "front left",
+        "overhead front", "overhead front", "top overhead front", "top overhead front"]
+    assert FINE_BANDS_VIEWS.labels[:12] == FINE_VIEWS.labels and len(FINE_BANDS_VIEWS.labels) == 12 + 2 * 8 + 4
     # A toy prompt with any scheme's prefix still names its object.
+    assert toyworld.parse_prompt("low back view of a red cube") == ("low back", toyworld.ToyObject("cube", "red"))
     assert toyworld.parse_prompt("front left view of a red cube") == ("front left", toyworld.ToyObject("cube", "red"))
 
 
