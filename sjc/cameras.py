@@ -91,9 +91,7 @@ class ViewScheme:
     @cached_property
     def labels(self) -> tuple[str, ...]:
         """Every distinct label, in order of first appearance (the caption order of a trained prior)."""
-        sides, overhead = self._rings()
-        banded = sides[:-len(self.sides)] if self.side_bands else []
-        return tuple(dict.fromkeys(list(self.sides) + list(self.overhead) + banded + overhead[len(self.overhead):]))
+        return tuple(dict.fromkeys([*self.sides, *self.overhead, *(v for ring in self._rings() for v in ring)]))
 
     def label(self, azimuth: float, elevation: float) -> str:
         """The label of one camera (angles in degrees)."""
