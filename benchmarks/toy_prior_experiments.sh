@@ -10,9 +10,12 @@ OLD=(--guidance-scale 3 --polish-steps 0 --steps 1000 "${E1[@]}")   # the toy pr
 case "${1:-all}" in
 train | all)
   sjc prior dataset --out toyprior                                   # 7 shapes × 2000 views, ~3 min
-  # The shipped model: one run with the fine view prompts, ~100 min on 2 cores (docs/toy-prior/train-config.json).
-  sjc prior train --data toyprior --out toyprior/train --views fine --steps 7000 --view-caption 0.8 --threads 2
-  rm -rf sjc/weights/toy32 && cp -r toyprior/train/model sjc/weights/toy32 ;;&
+  # The shipped model: one run with the fine-bands view prompts, ~100 min on 2 cores (docs/toy-prior/bands/train-config.json).
+  sjc prior train --data toyprior --out toyprior/train-bands --views fine-bands --steps 7000 --view-caption 0.8 --threads 2
+  rm -rf sjc/weights/toy32 && cp -r toyprior/train-bands/model sjc/weights/toy32
+  sjc prior check --data toyprior --out docs/toy-prior/bands/check ;;&
+fine-model)   # the model shipped before it: the same run with the fine view prompts (docs/toy-prior/train-config.json)
+  sjc prior train --data toyprior --out toyprior/train --views fine --steps 7000 --view-caption 0.8 --threads 2 ;;
 finetuned)   # the model shipped before: base model (reference views) + two fine-tunes, ~135 min (docs/toy-prior/finetuned/)
   sjc prior train --data toyprior --out toyprior/base --steps 6000 --views reference  # batch 64, resumable; ~85 min
   sjc prior train --data toyprior --out toyprior/fine-1 --init toyprior/base/model --views fine --steps 1500 \

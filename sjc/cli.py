@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", default="toyprior/train", help="training folder (resumed if it holds state.pt)")
     pt.add_argument("--channels", type=int, nargs="+", help="U-Net block widths (default 32 64 128)")
     pt.add_argument("--views", default=ModelConfig.views, choices=sorted(VIEW_SCHEMES),
-                    help="view-prompt scheme of the captions: reference (front, side, back, overhead) or fine (45° sectors, left and right apart)")
+                    help="view-prompt scheme of the captions: reference (front, side, back, overhead), fine (45° sectors, left and right apart) or fine-bands (fine + low/mid/top: the shipped model's)")
     pt.add_argument("--stop-after", type=int, help="end this call after N steps (checkpointed; rerun to continue)")
     pt.add_argument("--quiet", action="store_true")
     _dataclass_args(pt, TrainConfig)

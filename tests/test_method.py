@@ -173,6 +173,6 @@ def test_view_scheme_errors():
     cfg.guidance.view_scheme = "sideways"
     with pytest.raises(SJCError, match="unknown --view-scheme 'sideways'; choose one of reference, fine"):
         cfg.validate()
-    cfg.guidance.view_scheme = "reference"   # the shipped toy prior was trained on the fine scheme only
-    with pytest.raises(SJCError, match="understands only 'fine' view prompts"):
+    cfg.guidance.view_scheme = "reference"   # the shipped toy prior was trained on the fine-bands scheme only
+    with pytest.raises(SJCError, match="understands only 'fine-bands' view prompts"):
         build_run(cfg)

@@ -211,7 +211,7 @@ def test_prior_cli_errors(dataset, tmp_path, capsys):
     assert main(["prior", "train", "--data", str(tmp_path), "--out", str(tmp_path / "t"), "--init", str(tmp_path)]) == 2
     assert "no unet/" in capsys.readouterr().err
     assert main(["prior", "check", "--data", str(dataset), "--view", "side", "--out", str(tmp_path / "c")]) == 2
-    assert "not a view of this prior's 'fine' scheme" in capsys.readouterr().err
+    assert "not a view of this prior's 'fine-bands' scheme" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ the shipped weights
@@ -243,7 +243,7 @@ def test_builtin_prior_is_the_default_and_small(builtin):
     from sjc.config import RunConfig
     from sjc.priors import prior_name
     assert prior_name(RunConfig(prompt="a red cube")) == "toy"
-    assert builtin.views is FINE_VIEWS   # trained on 45° view prompts; SJC asks it with those
+    assert builtin.views is FINE_BANDS_VIEWS   # trained on 45° sectors with height words; SJC asks it with those
     size = sum(p.stat().st_size for p in BUILTIN_TOY_MODEL.rglob("*") if p.is_file())
     assert size <= 25 * 2 ** 20
 
