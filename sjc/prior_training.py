@@ -135,7 +135,7 @@ class ModelConfig:
     text_width: int = 64
     text_layers: int = 2
     prediction_type: str = "v_prediction"
-    views: str = "fine"           # view-prompt scheme of the captions (sjc.cameras.VIEW_SCHEMES)
+    views: str = "fine-bands"     # view-prompt scheme of the captions (sjc.cameras.VIEW_SCHEMES)
 
 
 def build_model(cfg: ModelConfig, tok_folder: Path, seed: int = 0):
@@ -193,14 +193,14 @@ def save_pipeline(folder: Path, unet, text_encoder, tokenizer, scheduler, views:
 # --------------------------------------------------------------------------------------- training
 @dataclass
 class TrainConfig:
-    """Denoising score matching on the toy world."""
-    steps: int = 3000
+    """Denoising score matching on the toy world (the defaults are the shipped model's recipe)."""
+    steps: int = 7000
     batch: int = 64
     lr: float = 5e-4
     warmup: int = 200
     ema_decay: float = 0.999
     cond_dropout: float = 0.1     # share of empty captions (classifier-free guidance)
-    view_caption: float = 0.5     # share of the remaining captions with a view prefix
+    view_caption: float = 0.8     # share of the remaining captions with a view prefix
     checkpoint_every: int = 250
     sample_every: int = 1000
     log_every: int = 10           # loss.csv gets the mean loss of every log_every steps
@@ -272,7 +272,6 @@ def write_samples(path: Path, unet, text_encoder, tokenizer, scheduler, steps: i
     return save_image(path, imgs, scale=2, ncol=len(SAMPLE_PROMPTS) // 2)
 
 
-# Settings a resumed run may change (a new --steps reshapes the rest of the cosine learning-rate decay).
 def plot_loss(csv_path: Path, png_path: Path) -> Optional[Path]:
     """The loss curve (log scale) as a PNG, if matplotlib is installed."""
     try:
@@ -294,6 +293,7 @@ def plot_loss(csv_path: Path, png_path: Path) -> Optional[Path]:
     return png_path
 
 
+# Settings a resumed run may change (a new --steps reshapes the rest of the cosine learning-rate decay).
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "log_every", "threads")
 
 

@@ -248,6 +248,17 @@ def test_builtin_prior_is_the_default_and_small(builtin):
     assert size <= 25 * 2 ** 20
 
 
+def test_prior_train_defaults_are_the_shipped_models_recipe():
+    """`sjc prior train` with no flags trains what was shipped (docs/toy-prior/bands/train-config.json)."""
+    from dataclasses import asdict
+    from pathlib import Path
+    recipe = json.loads((Path(__file__).parents[1] / "docs/toy-prior/bands/train-config.json").read_text())
+    assert {**recipe["train"], "threads": 0} == asdict(TrainConfig())   # threads: the machine's, not the recipe's
+    assert {**recipe["model"], "channels": tuple(recipe["model"]["channels"])} == asdict(ModelConfig())
+    index = json.loads((BUILTIN_TOY_MODEL / "model_index.json").read_text())
+    assert index["_sjc_views"] == ModelConfig().views == "fine-bands"
+
+
 def test_builtin_prior_guides_sjc_and_samples_at_its_own_scales(builtin):
     """SJC's default guidance (2) and polish are the measured ones; 2D sampling keeps its own scale (3)."""
     from sjc.config import RunConfig, resolve_defaults
