@@ -44,6 +44,21 @@ def _cpu_signature() -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def build_attempts(csrc: Path) -> list[tuple[str, list[str], list[str]]]:
+    """(module name, extra cflags, extra ldflags) to try in order; the names are unique to this CPU and this checkout.
+
+    First for this CPU's instruction set (AVX2/AVX-512 where present) with the vector maths library where it
+    should exist, then without that library, then a portable build. The names carry the CPU's signature, so a
+    shared build cache never hands a build to another CPU, and a hash of the source folder, so two checkouts
+    (a clone next to an install) do not rebuild over each other's build whenever they take turns.
+    """
+    import hashlib
+    src = hashlib.sha1(str(csrc.resolve()).encode()).hexdigest()[:8]
+    native = [] if os.environ.get("SJC_PORTABLE_BUILD") else [f"sjc_volrend_native_{_cpu_signature()}_{src}"]
+    attempts = [(name + "_mvec", ["-march=native", "-DSJC_LIBMVEC"], ["-lmvec"]) for name in native if _libmvec()]
+    return attempts + [(name, ["-march=native"], []) for name in native] + [(f"sjc_volrend_{src}", [], [])]
+
+
 def wait_for_build_lock(lock: Path, stale_after: float = 600.0, poll: float = 0.5, tell_after: float = 5.0) -> None:
     """Wait while another process builds the kernels; remove their lock once older than any build (a killed build's)."""
     told, t0 = False, time.monotonic()
@@ -71,14 +86,8 @@ def extension():
         sources = [str(csrc / "volrend.cpp"), str(csrc / "adamax.cpp")]
         os.environ.setdefault("MAX_JOBS", "2")
         cflags, ldflags = ["-O3", "-fno-math-errno", "-fopenmp"], ["-fopenmp"]
-        # First for this CPU's instruction set (AVX2/AVX-512 where present; the module's name carries the
-        # CPU's signature, so a shared build cache never hands it to another CPU) with the vector maths
-        # library where it should exist, then without that library, then a portable build.
-        native = [] if os.environ.get("SJC_PORTABLE_BUILD") else [f"sjc_volrend_native_{_cpu_signature()}"]
-        attempts = [(name + "_mvec", ["-march=native", "-DSJC_LIBMVEC"], ["-lmvec"]) for name in native if _libmvec()]
-        attempts += [(name, ["-march=native"], []) for name in native] + [("sjc_volrend", [], [])]
         error = None
-        for name, cf, lf in attempts:
+        for name, cf, lf in build_attempts(csrc):
             try:   # no compiler, no ninja, no setuptools, …: the pure-PyTorch renderer still works
                 from torch.utils.cpp_extension import _get_build_directory, load
                 # torch waits forever on a lock left by a killed build (SIGTERM/SIGKILL skip its cleanup)

@@ -238,3 +238,17 @@ def test_build_lock_of_a_killed_build_is_removed_and_a_fresh_one_waited_for(tmp_
     t0 = time.monotonic()
     wait_for_build_lock(lock, stale_after=600, poll=0.05, tell_after=0.1)
     assert time.monotonic() - t0 >= 0.25 and "waiting for another process" in capsys.readouterr().out
+
+
+def test_build_names_are_unique_to_the_checkout_and_the_cpu(tmp_path, monkeypatch):
+    """Two checkouts get their own build folders (one cache, no rebuilds as they take turns); one checkout keeps its own."""
+    from sjc.fused import _cpu_signature, build_attempts
+
+    a, b = tmp_path / "a" / "csrc", tmp_path / "b" / "csrc"
+    names_a, names_b = [n for n, _, _ in build_attempts(a)], [n for n, _, _ in build_attempts(b)]
+    assert names_a == [n for n, _, _ in build_attempts(tmp_path / "a" / ".." / "a" / "csrc")]   # same folder, same names
+    assert not set(names_a) & set(names_b)
+    assert all(n.isidentifier() for n in names_a + names_b)
+    assert _cpu_signature() in names_a[0] and names_a[-1].startswith("sjc_volrend_")   # native first, portable last
+    monkeypatch.setenv("SJC_PORTABLE_BUILD", "1")
+    assert [n for n, _, _ in build_attempts(a)] == [names_a[-1]]
