@@ -131,10 +131,11 @@ finer-views | all)   # the exact prior with 16 azimuth sectors (a scratch patch,
   git apply -R $V/finer-scheme.patch ;;&
 elevation-bands | all)   # the exact prior with the fine-bands scheme (elevation words), 12 prompts x 3 seeds, ~2 min
   sjc eval --prior closed-form --view-scheme fine-bands --variants paas --seeds 3 --jobs 2 --out docs/toy-prior/views/closed-form-fine-bands-12 ;;&
-bands | all)   # the shipped (fine-bands) model: 2D check on 3 more seeds, SJC guidance 1.5 / 2.5, ~10 min each
+bands | all)   # the shipped (fine-bands) model: 2D check on 3 more seeds, SJC guidance 1.5 / 2.5, the methods on seed 0
   B=docs/toy-prior/bands
   for s in 100 200 300; do sjc prior check --data toyprior --seed $s --out $B/check-seed-$s; done
-  for g in 1.5 2.5; do sjc eval --seeds 1 --jobs 2 --variants paas --guidance-scale $g --out $B/eval-guidance-$g; done ;;&
+  for g in 1.5 2.5; do sjc eval --seeds 1 --jobs 2 --variants paas --guidance-scale $g --out $B/eval-guidance-$g; done
+  sjc eval --seeds 1 --jobs 2 --variants sds paas-plain naive paas:noview sds:noview --out $B/eval-methods-seed0 ;;&   # ~36 min
 continue | all)   # the rest of the 2-hour budget as more steps from the shipped weights (not shipped), ~17 min + 7 min
   sjc prior train --data toyprior --out toyprior/continued --init sjc/weights/toy32 --steps 1150 --lr 1.5e-4 \
     --warmup 50 --ema-decay 0.995 --seed 1 --threads 2
