@@ -135,7 +135,10 @@ bands | all)   # the shipped (fine-bands) model: 2D check on 3 more seeds, SJC g
   B=docs/toy-prior/bands
   for s in 100 200 300; do sjc prior check --data toyprior --seed $s --out $B/check-seed-$s; done
   for g in 1.5 2.5; do sjc eval --seeds 1 --jobs 2 --variants paas --guidance-scale $g --out $B/eval-guidance-$g; done
-  sjc eval --seeds 1 --jobs 2 --variants sds paas-plain naive paas:noview sds:noview --out $B/eval-methods-seed0 ;;&   # ~36 min
+  sjc eval --seeds 1 --jobs 2 --variants sds paas-plain naive paas:noview sds:noview --out $B/eval-methods-seed0   # ~36 min
+  mkdir -p toyprior/before && git archive 8edff67 sjc/weights/toy32 | tar -x -C toyprior/before   # the model before, for the 2D drift
+  for m in sjc/weights/toy32 toyprior/before/sjc/weights/toy32; do
+    python benchmarks/drift2d.py --model $m --prompts "a blue sphere" "a purple sphere" "a red cube" "a green cone"; done ;;&
 continue | all)   # the rest of the 2-hour budget as more steps from the shipped weights (not shipped), ~17 min + 7 min
   sjc prior train --data toyprior --out toyprior/continued --init sjc/weights/toy32 --steps 1150 --lr 1.5e-4 \
     --warmup 50 --ema-decay 0.995 --seed 1 --threads 2
