@@ -103,15 +103,16 @@ class ViewScheme:
         return f"{word} {side}" if word else side
 
     @cached_property
-    def _lookup(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """`_rings` as indices into `labels`."""
-        return tuple(torch.tensor([self.labels.index(v) for v in ring]) for ring in self._rings())
+    def _lookup(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_rings` as indices into `labels`, and the side bands' upper edges (built once, not per training step)."""
+        sides, overhead = (torch.tensor([self.labels.index(v) for v in ring]) for ring in self._rings())
+        return sides, overhead, torch.tensor([e for e, _ in self.side_bands])
 
     def index(self, azimuth: torch.Tensor, elevation: torch.Tensor) -> torch.Tensor:
         """Index into `labels` of each camera (vectorised)."""
-        sides, overhead = self._lookup
+        sides, overhead, edges = self._lookup
         n, m = len(self.sides), len(self.overhead)
-        side_band = torch.bucketize(elevation, torch.tensor([e for e, _ in self.side_bands]), right=True)
+        side_band = torch.bucketize(elevation, edges, right=True)
         side = sides[side_band * n + _sector(azimuth, n).long().clamp(0, n - 1)]
         top = (elevation > self.top_band[0]).long() if self.top_band else torch.zeros_like(elevation, dtype=torch.long)
         over = overhead[top * m + _sector(azimuth, m).long().clamp(0, m - 1)]
