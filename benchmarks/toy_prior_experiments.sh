@@ -131,11 +131,11 @@ finer-views | all)   # the exact prior with 16 azimuth sectors (a scratch patch,
   git apply -R $V/finer-scheme.patch ;;&
 elevation-bands | all)   # the exact prior with the fine-bands scheme (elevation words), 12 prompts x 3 seeds, ~2 min
   sjc eval --prior closed-form --view-scheme fine-bands --variants paas --seeds 3 --jobs 2 --out docs/toy-prior/views/closed-form-fine-bands-12 ;;&
-bands | all)   # the shipped (fine-bands) model: 2D check on 3 more seeds, SJC guidance 1.5 / 2.5, the methods on seed 0
+bands | all)   # the shipped (fine-bands) model: 2D check on 3 more seeds, SJC guidance 1.5 / 2.5, the methods on 3 seeds
   B=docs/toy-prior/bands
   for s in 100 200 300; do sjc prior check --data toyprior --seed $s --out $B/check-seed-$s; done
   for g in 1.5 2.5; do sjc eval --seeds 1 --jobs 2 --variants paas --guidance-scale $g --out $B/eval-guidance-$g; done
-  sjc eval --seeds 1 --jobs 2 --variants sds paas-plain naive paas:noview sds:noview --out $B/eval-methods-seed0   # ~36 min
+  sjc eval --seeds 3 --jobs 2 --variants sds paas-plain naive paas:noview sds:noview --out $B/eval-methods   # ~105 min (run as --seeds 1 first, then resumed)
   mkdir -p toyprior/before && git archive 8edff67 sjc/weights/toy32 | tar -x -C toyprior/before   # the model before, for the 2D drift
   for m in sjc/weights/toy32 toyprior/before/sjc/weights/toy32; do
     python benchmarks/drift2d.py --model $m --prompts "a blue sphere" "a purple sphere" "a red cube" "a green cone"; done ;;&
