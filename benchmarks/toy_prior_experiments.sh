@@ -134,6 +134,7 @@ elevation-bands | all)   # the exact prior with the fine-bands scheme (elevation
 bands | all)   # the shipped (fine-bands) model: 2D check on 3 more seeds, SJC guidance 1.5 / 2.5, the methods on 3 seeds
   B=docs/toy-prior/bands
   for s in 100 200 300; do sjc prior check --data toyprior --seed $s --out $B/check-seed-$s; done
+  sjc prior check --data toyprior --view all --n 1 --out $B/check-views   # with the 32 view prompts, ~30 min
   for g in 1.5 2.5; do sjc eval --seeds 1 --jobs 2 --variants paas --guidance-scale $g --out $B/eval-guidance-$g; done
   sjc eval --seeds 3 --jobs 2 --variants sds paas-plain naive paas:noview sds:noview --out $B/eval-methods   # ~105 min (run as --seeds 1 first, then resumed)
   mkdir -p toyprior/before && git archive 8edff67 sjc/weights/toy32 | tar -x -C toyprior/before   # the model before, for the 2D drift
