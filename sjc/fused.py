@@ -31,9 +31,14 @@ def _libmvec() -> bool:
         return False
 
 
+def _short_hash(text: str, n: int) -> str:
+    """The first n hex digits of the SHA-1 of text (names a build)."""
+    import hashlib
+    return hashlib.sha1(text.encode()).hexdigest()[:n]
+
+
 def _cpu_signature() -> str:
     """A short hash of this CPU's model and instruction-set flags (names a build made for it)."""
-    import hashlib
     import platform
     text = platform.machine()
     try:
@@ -41,7 +46,7 @@ def _cpu_signature() -> str:
             text += "".join(sorted({line for line in f if line.startswith(("model name", "flags", "Features"))}))
     except OSError:
         text += platform.processor()
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
+    return _short_hash(text, 10)
 
 
 def build_attempts(csrc: Path) -> list[tuple[str, list[str], list[str]]]:
@@ -52,8 +57,7 @@ def build_attempts(csrc: Path) -> list[tuple[str, list[str], list[str]]]:
     shared build cache never hands a build to another CPU, and a hash of the source folder, so two checkouts
     (a clone next to an install) do not rebuild over each other's build whenever they take turns.
     """
-    import hashlib
-    src = hashlib.sha1(str(csrc.resolve()).encode()).hexdigest()[:8]
+    src = _short_hash(str(csrc.resolve()), 8)
     native = [] if os.environ.get("SJC_PORTABLE_BUILD") else [f"sjc_volrend_native_{_cpu_signature()}_{src}"]
     attempts = [(name + "_mvec", ["-march=native", "-DSJC_LIBMVEC"], ["-lmvec"]) for name in native if _libmvec()]
     return attempts + [(name, ["-march=native"], []) for name in native] + [(f"sjc_volrend_{src}", [], [])]
