@@ -266,10 +266,11 @@ def _machine() -> str:
     import os
     name = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     return f"{name}, {os.cpu_count()} logical CPUs"

@@ -280,7 +280,8 @@ def plot_loss(csv_path: Path, png_path: Path) -> Optional[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    rows = list(csv.DictReader(open(csv_path)))
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], lw=0.8)
     ax.set_yscale("log")
@@ -348,43 +349,42 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
         with open(log_path, newline="") as f:
             rows = list(csv.reader(f))
     rows = rows[:1] + [r for r in rows[1:] if int(r[0]) <= step]   # drop rows logged after the checkpoint
-    log = open(log_path, "w", newline="")
-    writer = csv.writer(log)
-    writer.writerows(rows or [["step", "loss", "lr", "seconds"]])
     bar = tqdm(total=cfg.steps, initial=step, desc="training prior", disable=not progress)
     t0, running = time.time() - (float(rows[-1][3]) if len(rows) > 1 else 0.0), []
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    while step < end:
-        x0, ids = sample_batch(data, pairs, table, cfg, g)
-        loss = dsm_loss(unet, text_encoder, scheduler, x0, ids, g, cfg.timestep_power)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        step += 1
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1 - decay)
-        running.append(loss.item())
-        bar.update(1)
-        if step % cfg.log_every == 0:
-            writer.writerow([step, f"{sum(running) / len(running):.5f}", f"{sched.get_last_lr()[0]:.3g}",
-                             f"{time.time() - t0:.1f}"])
-            log.flush()
-            bar.set_postfix(loss=f"{sum(running) / len(running):.4f}")
-            running = []
-        if step % cfg.checkpoint_every == 0 or step == end:
-            st = {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
-                  "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                  "rng": g.get_state(), "step": step, "train": asdict(cfg), "model": asdict(model_cfg)}
-            with atomic_path(state_path) as tmp:
-                torch.save(st, tmp)
-        if step % cfg.sample_every == 0 or step == cfg.steps:
-            write_samples(out / "samples" / f"step{step:06d}.png", ema_unet, ema_text, tokenizer, scheduler)
-            plot_loss(log_path, out / "loss.png")
+    with open(log_path, "w", newline="") as log:   # closed on an interrupt too; resume trims it to the checkpoint
+        writer = csv.writer(log)
+        writer.writerows(rows or [["step", "loss", "lr", "seconds"]])
+        while step < end:
+            x0, ids = sample_batch(data, pairs, table, cfg, g)
+            loss = dsm_loss(unet, text_encoder, scheduler, x0, ids, g, cfg.timestep_power)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, params, 1 - decay)
+            running.append(loss.detach())   # no host sync per step; averaged when logged
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                mean_loss = torch.stack(running).double().mean().item()
+                writer.writerow([step, f"{mean_loss:.5f}", f"{sched.get_last_lr()[0]:.3g}", f"{time.time() - t0:.1f}"])
+                log.flush()
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                running = []
+            if step % cfg.checkpoint_every == 0 or step == end:
+                st = {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
+                      "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                      "rng": g.get_state(), "step": step, "train": asdict(cfg), "model": asdict(model_cfg)}
+                with atomic_path(state_path) as tmp:
+                    torch.save(st, tmp)
+            if step % cfg.sample_every == 0 or step == cfg.steps:
+                write_samples(out / "samples" / f"step{step:06d}.png", ema_unet, ema_text, tokenizer, scheduler)
+                plot_loss(log_path, out / "loss.png")
     bar.close()
-    log.close()
     if step < cfg.steps:
         return None
     return save_pipeline(out / "model", ema_unet, ema_text, tokenizer, scheduler, model_cfg.views)

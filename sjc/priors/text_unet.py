@@ -153,7 +153,8 @@ class PixelTextPrior(TextUNetPrior):
 
     def truth(self, prompt: str):
         from .. import toyworld
+        from ..errors import SJCError
         try:
             return toyworld.parse_prompt(prompt)[1]
-        except Exception:
+        except SJCError:   # not a toy-world prompt: no true object to score against
             return None
