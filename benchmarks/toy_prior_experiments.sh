@@ -140,11 +140,12 @@ bands | all)   # the shipped (fine-bands) model: 2D check on 3 more seeds, SJC g
   mkdir -p toyprior/before && git archive 8edff67 sjc/weights/toy32 | tar -x -C toyprior/before   # the model before, for the 2D drift
   for m in sjc/weights/toy32 toyprior/before/sjc/weights/toy32; do
     python benchmarks/drift2d.py --model $m --prompts "a blue sphere" "a purple sphere" "a red cube" "a green cone"; done ;;&
-bands-sweep | all)   # the shipped model: SJC sigma range (seed 0) and 2 noise samples per step (3 seeds), ~30 + 42 min
+bands-sweep | all)   # the shipped model: SJC sigma range (seed 0) and 2 noise samples per step (3 seeds), 3 (seed 0), ~30 + 42 + 14 min
   B=docs/toy-prior/bands
   for r in "0.5 10" "2 10" "1 20"; do set -- $r
     sjc eval --seeds 1 --jobs 2 --variants paas --sigma-min $1 --sigma-max $2 --out $B/eval-sigma-$1-$2; done
-  sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 --out $B/eval-num-noise-2 ;;&   # run as --seeds 1 first, then resumed
+  sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 --out $B/eval-num-noise-2   # run as --seeds 1 first, then resumed
+  sjc eval --seeds 1 --jobs 2 --variants paas --num-noise 3 --out $B/eval-num-noise-3 ;;&
 continue | all)   # the rest of the 2-hour budget as more steps from the shipped weights (not shipped), ~17 min + 7 min
   sjc prior train --data toyprior --out toyprior/continued --init sjc/weights/toy32 --steps 1150 --lr 1.5e-4 \
     --warmup 50 --ema-decay 0.995 --seed 1 --threads 2
