@@ -116,7 +116,12 @@ def main() -> None:
     a = ap.parse_args()
     jsonl = Path(f"{a.out}.jsonl")
     jsonl.parent.mkdir(parents=True, exist_ok=True)
-    cells = [(p, s, a.settings, str(jsonl), a.steps, a.emptiness_weight) for s in range(a.seeds) for p in a.prompts]
+    done = {}   # a rerun resumes: a (prompt, seed) whose settings are all in <out>.jsonl is not run again
+    for line in (jsonl.read_text().splitlines() if jsonl.is_file() else []):
+        r = json.loads(line)
+        done.setdefault((r["prompt"], r["seed"]), set()).add(r["setting"])
+    cells = [(p, s, a.settings, str(jsonl), a.steps, a.emptiness_weight) for s in range(a.seeds) for p in a.prompts
+             if not set(a.settings) <= done.get((p, s), set())]
     with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as pool:
         for rows in pool.map(polish_cell, cells):
             print(rows[0]["prompt"], rows[0]["seed"], {r["setting"]: round(r["psnr"], 2) for r in rows}, flush=True)
