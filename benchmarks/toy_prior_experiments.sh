@@ -140,12 +140,16 @@ bands | all)   # the shipped (fine-bands) model: 2D check on 3 more seeds, SJC g
   mkdir -p toyprior/before && git archive 8edff67 sjc/weights/toy32 | tar -x -C toyprior/before   # the model before, for the 2D drift
   for m in sjc/weights/toy32 toyprior/before/sjc/weights/toy32; do
     python benchmarks/drift2d.py --model $m --prompts "a blue sphere" "a purple sphere" "a red cube" "a green cone"; done ;;&
-bands-sweep | all)   # the shipped model: SJC sigma range (seed 0) and 2 noise samples per step (3 seeds), 3 (seed 0), ~30 + 42 + 14 min
+bands-sweep | all)   # the shipped model: SJC sigma range (seed 0) and 2 noise samples per step (3 seeds), 3 (seed 0), ~30 + 42 + 14 min; the polish, ~14 + 16 min
   B=docs/toy-prior/bands
   for r in "0.5 10" "2 10" "1 20"; do set -- $r
     sjc eval --seeds 1 --jobs 2 --variants paas --sigma-min $1 --sigma-max $2 --out $B/eval-sigma-$1-$2; done
   sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 --out $B/eval-num-noise-2   # run as --seeds 1 first, then resumed
-  sjc eval --seeds 1 --jobs 2 --variants paas --num-noise 3 --out $B/eval-num-noise-3 ;;&
+  sjc eval --seeds 1 --jobs 2 --variants paas --num-noise 3 --out $B/eval-num-noise-3
+  python benchmarks/polish_sweep.py --out $B/polish-sweep --seeds 1 --jobs 2 \
+    --settings default none sigma-0.2-1 sigma-0.1-1 guidance-1.5 lr-0.02 sds-weighting   # ~14 min
+  grep -E '"setting": "(default|guidance-1.5)"' $B/polish-sweep.jsonl > $B/polish-guidance-1.5.jsonl   # seed 0, resumed
+  python benchmarks/polish_sweep.py --out $B/polish-guidance-1.5 --seeds 3 --jobs 2 --settings default guidance-1.5 ;;&
 continue | all)   # the rest of the 2-hour budget as more steps from the shipped weights (not shipped), ~17 min + 7 min
   sjc prior train --data toyprior --out toyprior/continued --init sjc/weights/toy32 --steps 1150 --lr 1.5e-4 \
     --warmup 50 --ema-decay 0.995 --seed 1 --threads 2
