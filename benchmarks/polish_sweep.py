@@ -4,7 +4,8 @@ The geometry phase does not depend on the polish, so each (prompt, seed) trains 
 checkpoints, and every setting resumes from that checkpoint (the exact-resume path of `sjc resume`).
 The setting "none" is the run without a polish; the others differ from the toy prior's default
 polish ("default") in one thing each. One JSON line per run goes to <out>.jsonl, then a Markdown
-summary paired against "default" to <out>.md.
+summary paired against "default" to <out>.md. A rerun resumes: a (prompt, seed) whose settings are all
+in <out>.jsonl already is skipped (the rows do not record --steps: resume only with the same flags).
 
     python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 --emptiness-weight 1
 """
@@ -116,7 +117,7 @@ def main() -> None:
     a = ap.parse_args()
     jsonl = Path(f"{a.out}.jsonl")
     jsonl.parent.mkdir(parents=True, exist_ok=True)
-    done = {}   # a rerun resumes: a (prompt, seed) whose settings are all in <out>.jsonl is not run again
+    done = {}   # (prompt, seed) → the settings <out>.jsonl already has
     for line in (jsonl.read_text().splitlines() if jsonl.is_file() else []):
         r = json.loads(line)
         done.setdefault((r["prompt"], r["seed"]), set()).add(r["setting"])

@@ -349,10 +349,11 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
         with open(log_path, newline="") as f:
             rows = list(csv.reader(f))
     rows = rows[:1] + [r for r in rows[1:] if int(r[0]) <= step]   # drop rows logged after the checkpoint
-    bar = tqdm(total=cfg.steps, initial=step, desc="training prior", disable=not progress)
     t0, running = time.time() - (float(rows[-1][3]) if len(rows) > 1 else 0.0), []
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    with open(log_path, "w", newline="") as log:   # closed on an interrupt too; resume trims it to the checkpoint
+    # both closed on an interrupt too; a resume trims the log to the checkpoint
+    with open(log_path, "w", newline="") as log, \
+            tqdm(total=cfg.steps, initial=step, desc="training prior", disable=not progress) as bar:
         writer = csv.writer(log)
         writer.writerows(rows or [["step", "loss", "lr", "seconds"]])
         while step < end:
@@ -384,7 +385,6 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
             if step % cfg.sample_every == 0 or step == cfg.steps:
                 write_samples(out / "samples" / f"step{step:06d}.png", ema_unet, ema_text, tokenizer, scheduler)
                 plot_loss(log_path, out / "loss.png")
-    bar.close()
     if step < cfg.steps:
         return None
     return save_pipeline(out / "model", ema_unet, ema_text, tokenizer, scheduler, model_cfg.views)

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 
 from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme
+from ..errors import SJCError
 from .loading import load_failed, offline, resolve_model
 from .vp import VPDenoiserPrior, classifier_free_guidance
 
@@ -54,7 +55,6 @@ def trained_views(model: str) -> ViewScheme:
         return REFERENCE_VIEWS
     name = json.loads(index.read_text()).get("_sjc_views", REFERENCE_VIEWS.name)
     if name not in VIEW_SCHEMES:
-        from ..errors import SJCError
         raise SJCError(f"{model}: unknown view scheme {name!r} in model_index.json; known: {', '.join(VIEW_SCHEMES)}")
     return VIEW_SCHEMES[name]
 
@@ -153,7 +153,6 @@ class PixelTextPrior(TextUNetPrior):
 
     def truth(self, prompt: str):
         from .. import toyworld
-        from ..errors import SJCError
         try:
             return toyworld.parse_prompt(prompt)[1]
         except SJCError:   # not a toy-world prompt: no true object to score against
