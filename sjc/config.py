@@ -56,6 +56,7 @@ class GuidanceConfig:
     view_scheme: Optional[str] = None  # reference (4 views) | fine (45° sectors) | fine-bands (+ elevation words); None: the prior's own
     polish_sigma_min: float = 0.05     # σ range of the appearance polish (data units)
     polish_sigma_max: float = 0.5
+    polish_guidance_scale: Optional[float] = None  # guidance scale of the polish (None: the prior's default, else --guidance-scale)
 
 
 @dataclass
@@ -208,6 +209,10 @@ class RunConfig:
             raise SJCError(f"need 0 < --sigma-min < --sigma-max, got {lo} and {hi}")
         if self.optim.polish_steps is not None and self.optim.polish_steps < 0:
             raise SJCError(f"--polish-steps must be 0 or more, got {self.optim.polish_steps}")
+        for flag, scale in (("--guidance-scale", self.guidance.guidance_scale),
+                            ("--polish-guidance-scale", self.guidance.polish_guidance_scale)):
+            if scale is not None and scale < 0:
+                raise SJCError(f"{flag} must be 0 or more (1: no guidance), got {scale}")
         plo, phi = self.guidance.polish_sigma_min, self.guidance.polish_sigma_max
         if not 0 < plo < phi:
             raise SJCError(f"need 0 < --polish-sigma-min < --polish-sigma-max, got {plo} and {phi}")

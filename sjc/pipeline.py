@@ -150,6 +150,8 @@ def load_run(run_dir: Path, restore: bool = True) -> Run:
     cfg = RunConfig.load(run_dir / CONFIG_NAME)
     if cfg.optim.polish_steps is None:   # a run written before the appearance polish existed: resumed without it
         cfg.optim.polish_steps = 0
+    if cfg.guidance.polish_guidance_scale is None:   # written before the polish had its own scale: it used the SJC one
+        cfg.guidance.polish_guidance_scale = cfg.guidance.guidance_scale
     try:
         cfg.validate()
     except SJCError as e:

@@ -439,6 +439,36 @@ def test_polish_updates_only_the_appearance_and_resumes_exactly(tmp_path):
     assert stopped.step == 26
 
 
+def test_polish_guidance_scale_defaults_to_the_sjc_scale(tmp_path):
+    """Unset (and no prior default), the polish guides at --guidance-scale; set, it guides the polish alone."""
+    from sjc.config import RunConfig
+    from sjc.train import build_run
+
+    def run(polish_scale):
+        cfg = RunConfig(prompt="a blue sphere", prior="closed-form")
+        cfg.field.grid_size, cfg.render.resolution = 12, 8
+        cfg.guidance.guidance_scale, cfg.guidance.polish_guidance_scale = 2.0, polish_scale
+        return build_run(cfg)
+
+    unset, other = run(None), run(4.0)
+    assert unset.cfg.guidance.polish_guidance_scale == 2.0            # resolved, so config.json records it
+    assert unset.polish_guide.guidance == 2.0 and other.polish_guide.guidance == 4.0
+    assert unset.guide.guidance == other.guide.guidance == 2.0
+
+
+def test_a_run_from_before_the_polish_guidance_scale_resumes_with_its_sjc_scale(capsys, tiny_copy, monkeypatch):
+    from sjc.priors import ClosedFormPrior
+    monkeypatch.setitem(ClosedFormPrior.defaults, "polish_guidance_scale", 7.0)   # a prior default that must not leak in
+    config_path = tiny_copy / "config.json"
+    cfg = json.loads(config_path.read_text())
+    assert cfg["guidance"]["polish_guidance_scale"] == cfg["guidance"]["guidance_scale"] == 1.0
+    del cfg["guidance"]["polish_guidance_scale"]     # as written before the polish had its own scale
+    config_path.write_text(json.dumps(cfg))
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 40, "--quiet")
+    assert rc == 0, err
+    assert json.loads(config_path.read_text())["guidance"]["polish_guidance_scale"] == 1.0
+
+
 def test_polish_steps_are_recorded_and_a_run_from_before_them_resumes_without(capsys, tiny_copy, monkeypatch):
     from sjc.priors import ClosedFormPrior
     monkeypatch.setitem(ClosedFormPrior.defaults, "polish_steps", 5)
@@ -457,7 +487,9 @@ def test_polish_steps_are_recorded_and_a_run_from_before_them_resumes_without(ca
 
 
 @pytest.mark.parametrize("flags,hint", [(["--polish-steps", "-1"], "--polish-steps"),
-                                        (["--polish-sigma-min", "0.5", "--polish-sigma-max", "0.1"], "--polish-sigma")])
+                                        (["--polish-sigma-min", "0.5", "--polish-sigma-max", "0.1"], "--polish-sigma"),
+                                        (["--polish-guidance-scale", "-1"], "--polish-guidance-scale"),
+                                        (["--guidance-scale", "-2"], "--guidance-scale")])
 def test_bad_polish_settings(capsys, tmp_path, flags, hint):
     rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 5, "--out-dir", tmp_path / "r", *flags)
     assert_one_line_error(rc, err, hint)

@@ -260,18 +260,39 @@ def test_prior_train_defaults_are_the_shipped_models_recipe():
 
 
 def test_builtin_prior_guides_sjc_and_samples_at_its_own_scales(builtin):
-    """SJC's default guidance (2) and polish are the measured ones; 2D sampling keeps its own scale (3)."""
+    """SJC's default guidance (2) and polish (guidance 1.5) are the measured ones; 2D sampling keeps its own scale (3)."""
     from sjc.config import RunConfig, resolve_defaults
     from sjc.guidance import ScoreGuide
     assert builtin.sjc_guidance == 2.0 and builtin.default_guidance == 3.0
     assert ScoreGuide(builtin, "paas", builtin.sigmas, None, 1).guidance == 2.0
     cfg = resolve_defaults(RunConfig(prompt="a red cube"), builtin.config_defaults())
     assert cfg.guidance.guidance_scale == 2.0 and cfg.optim.polish_steps == 600 and cfg.optim.steps == 2000
+    assert cfg.guidance.polish_guidance_scale == 1.5   # docs/toy-prior.md, "The appearance polish"
     assert cfg.reg.emptiness_weight == 10.0   # docs/toy-prior.md, "Emptiness weight: 10"
     x = torch.zeros(1, *builtin.shape)
     sigma, cond = torch.tensor(2.0), builtin.cond("a red cube")
     assert torch.equal(builtin.D(x, sigma, cond), builtin.D(x, sigma, cond, 3.0))   # D without a scale: sampling's
     assert not torch.allclose(builtin.D(x, sigma, cond), builtin.D(x, sigma, cond, 2.0))
+
+
+def test_builtin_prior_polish_guides_at_its_own_scale(builtin):
+    """The toy prior's polish guides at 1.5 (SJC at 2): another scale moves the polished appearance, never the geometry."""
+    from sjc.config import RunConfig
+    from sjc.train import build_run, train
+
+    def run(polish_scale):
+        cfg = RunConfig(prompt="a red cube")
+        cfg.field.grid_size, cfg.optim.steps, cfg.optim.polish_steps = 12, 6, 4
+        cfg.guidance.polish_guidance_scale = polish_scale
+        return train(build_run(cfg, builtin), progress=False)
+
+    default, other = run(None), run(3.0)
+    assert default.cfg.guidance.polish_guidance_scale == 1.5 and default.polish_guide.guidance == 1.5
+    assert default.guide.guidance == other.guide.guidance == 2.0 and other.polish_guide.guidance == 3.0
+    a, b = default.field.state_dict(), other.field.state_dict()
+    for name in ("density_raw", "d_scale", "background_raw"):
+        assert torch.equal(a[name], b[name]), name
+    assert (a["appearance_raw"] - b["appearance_raw"]).abs().max() > 1e-4
 
 
 def test_builtin_prior_takes_one_prompt_per_image(builtin):

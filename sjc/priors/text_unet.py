@@ -123,7 +123,8 @@ class PixelTextPrior(TextUNetPrior):
     background_init = 1.0
     appearance_init = "zeros"
     # Measured on the toy world (docs/toy-prior.md): σ range, steps, guidance, emptiness weight and polish for SJC.
-    defaults = {"grid_size": 48, "steps": 2000, "polish_steps": 600, "guidance_scale": 2.0, "emptiness_weight": 10.0,
+    defaults = {"grid_size": 48, "steps": 2000, "polish_steps": 600, "guidance_scale": 2.0,
+                "polish_guidance_scale": 1.5, "emptiness_weight": 10.0,
                 "fov_min": 45.0, "fov_max": 60.0}
     sampling_guidance = 3.0   # Heun samples, the 2D check and the 2D PAAS experiment (docs/toy-prior/check.md)
     sigma_range = (1.0, 10.0)
