@@ -37,7 +37,7 @@ SETTINGS: dict[str, dict] = {
 
 def polish_cell(args) -> list[dict]:
     """Train one (prompt, seed) through the SJC steps, then each setting's polish from that checkpoint."""
-    prompt, seed, names, jsonl, steps, emptiness = args
+    prompt, seed, names, jsonl, steps, emptiness, polish_guidance = args
     import torch
 
     from sjc.config import RunConfig
@@ -50,6 +50,7 @@ def polish_cell(args) -> list[dict]:
     cfg = variant_config(RunConfig(), prompt, "paas", seed)
     cfg.optim.steps, cfg.optim.polish_steps = steps, 0   # steps None: the prior's default
     cfg.reg.emptiness_weight = emptiness                 # None: the prior's default
+    cfg.guidance.polish_guidance_scale = polish_guidance  # the "default" setting's (None: the prior's)
     run = build_run(cfg)
     default = (cfg.guidance.polish_sigma_min, cfg.guidance.polish_sigma_max)
     default_steps = run.prior.config_defaults()["polish_steps"]
@@ -115,6 +116,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None, help="SJC steps before the polish (default: the prior's)")
     ap.add_argument("--emptiness-weight", type=float, default=None, help="default: the prior's")
+    ap.add_argument("--polish-guidance-scale", type=float, default=None,
+                    help="the polish guidance of \"default\" and the settings that keep it (default: the prior's)")
     a = ap.parse_args()
     jsonl = Path(f"{a.out}.jsonl")
     jsonl.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +125,7 @@ def main() -> None:
     for line in (jsonl.read_text().splitlines() if jsonl.is_file() else []):
         r = json.loads(line)
         done.setdefault((r["prompt"], r["seed"]), set()).add(r["setting"])
-    cells = [(p, s, a.settings, str(jsonl), a.steps, a.emptiness_weight) for s in range(a.seeds) for p in a.prompts
+    cells = [(p, s, a.settings, str(jsonl), a.steps, a.emptiness_weight, a.polish_guidance_scale) for s in range(a.seeds) for p in a.prompts
              if not set(a.settings) <= done.get((p, s), set())]
     with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as pool:
         for rows in pool.map(polish_cell, cells):

@@ -4,7 +4,8 @@
 set -euo pipefail
 export SJC_CACHE="${SJC_CACHE:-$HOME/.cache/sjc}"
 SWEEP_PROMPTS=("a red cube" "a blue mug" "a green cube" "a pink cube with a ball on its front")
-E1=(--emptiness-weight 1)   # the toy prior's emptiness weight before 10 (2026-12-03): every run measured before that keeps it
+P2=(--polish-guidance-scale 2)   # the toy prior's polish guidance before 1.5 (2026-12-04): every run with a polish measured before that keeps it
+E1=(--emptiness-weight 1 "${P2[@]}")   # the toy prior's emptiness weight before 10 (2026-12-03): every run measured before that keeps it
 OLD=(--guidance-scale 3 --polish-steps 0 --steps 1000 "${E1[@]}")   # the toy prior's defaults before guidance 2, the polish and 2,000 steps
 
 case "${1:-all}" in
@@ -69,7 +70,7 @@ eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle c
   M=docs/toy-prior/emptiness   # the same two at the emptiness weight before (1): 3 seeds, and the oracle
   sjc eval --seeds 3 --jobs 2 --variants paas "${E1[@]}" --out $M/eval-emptiness-1
   sjc eval --jobs 2 --variants oracle "${E1[@]}" --out $M/eval-oracle-emptiness-1
-  sjc eval --jobs 2 --variants paas --emptiness-weight 30 --out $M/eval-emptiness-30   # seed 0, ~21 min
+  sjc eval --jobs 2 --variants paas --emptiness-weight 30 "${P2[@]}" --out $M/eval-emptiness-30   # seed 0, ~21 min
   T=docs/toy-prior/steps   # the SJC step count: 1,000 (the default before 2,000) with 3 seeds, the others seed 0
   sjc eval --seeds 3 --jobs 2 --variants paas --steps 1000 "${E1[@]}" --out $T/eval-1000
   sjc eval --jobs 2 --variants oracle --steps 1000 "${E1[@]}" --out $T/eval-oracle-1000
@@ -113,16 +114,16 @@ from-oracle | all)   # how much of the gap is the prior's fixed point and how mu
   python -c "from sjc.evaluate import DEFAULT_EVAL_PROMPTS; print(*DEFAULT_EVAL_PROMPTS, sep='\n')" |
     xargs -P 2 -I{} python benchmarks/from_oracle.py "{}" > docs/toy-prior/from-oracle/from-oracle.jsonl ;;&   # finishing order (the committed file: the main table's order)
 sds | all)   # SDS at today's defaults (emptiness weight 10), 12 prompts x 3 seeds, ~30 min
-  sjc eval --seeds 3 --jobs 2 --variants sds --out docs/toy-prior/emptiness/eval-sds-emptiness-10 ;;&
+  sjc eval --seeds 3 --jobs 2 --variants sds "${P2[@]}" --out docs/toy-prior/emptiness/eval-sds-emptiness-10 ;;&
 small-sigma | all)   # a fine-tune towards small σ (not shipped), its 2D drift and two 3D runs, ~20 min
   sjc prior train --data toyprior --out toyprior/small-sigma --views fine --init sjc/weights/toy32 --steps 850 --lr 1.5e-4 \
     --warmup 50 --ema-decay 0.995 --view-caption 0.8 --threads 2 --seed 1 --timestep-power 2 --quiet
   python benchmarks/drift2d.py --guidance 2 1
   python benchmarks/drift2d.py --model toyprior/small-sigma/model
-  sjc eval --model toyprior/small-sigma/model --prompts "a red cube" "a green cone" --variants paas --jobs 2 \
+  sjc eval --model toyprior/small-sigma/model --prompts "a red cube" "a green cone" --variants paas --jobs 2 "${P2[@]}" \
     --out docs/toy-prior/small-sigma/eval-cube-cone ;;&
 methods10 | all)   # PAAS plain, the naive score, PAAS and SDS without view prompts at today's defaults (emptiness weight 10), ~25 min each
-  for v in paas-plain naive paas:noview sds:noview; do sjc eval --seeds 3 --jobs 2 --variants $v --out docs/toy-prior/emptiness/eval-${v/:/-}-emptiness-10; done ;;&
+  for v in paas-plain naive paas:noview sds:noview; do sjc eval --seeds 3 --jobs 2 --variants $v "${P2[@]}" --out docs/toy-prior/emptiness/eval-${v/:/-}-emptiness-10; done ;;&
 finer-views | all)   # the exact prior with 16 azimuth sectors (a scratch patch, reverted after), 12 prompts x 3 seeds, ~4 min each
   V=docs/toy-prior/views
   sjc eval --prior closed-form --view-scheme fine --variants paas --seeds 3 --jobs 2 --out $V/closed-form-fine-12
@@ -135,25 +136,25 @@ bands | all)   # the shipped (fine-bands) model: 2D check on 3 more seeds, SJC g
   B=docs/toy-prior/bands
   for s in 100 200 300; do sjc prior check --data toyprior --seed $s --out $B/check-seed-$s; done
   sjc prior check --data toyprior --view all --n 1 --out $B/check-views   # with the 32 view prompts, ~30 min
-  for g in 1.5 2.5; do sjc eval --seeds 1 --jobs 2 --variants paas --guidance-scale $g --out $B/eval-guidance-$g; done
-  sjc eval --seeds 3 --jobs 2 --variants sds paas-plain naive paas:noview sds:noview --out $B/eval-methods   # ~105 min (run as --seeds 1 first, then resumed)
+  for g in 1.5 2.5; do sjc eval --seeds 1 --jobs 2 --variants paas --guidance-scale $g --polish-guidance-scale $g --out $B/eval-guidance-$g; done
+  sjc eval --seeds 3 --jobs 2 --variants sds paas-plain naive paas:noview sds:noview "${P2[@]}" --out $B/eval-methods   # ~105 min (run as --seeds 1 first, then resumed)
   mkdir -p toyprior/before && git archive 8edff67 sjc/weights/toy32 | tar -x -C toyprior/before   # the model before, for the 2D drift
   for m in sjc/weights/toy32 toyprior/before/sjc/weights/toy32; do
     python benchmarks/drift2d.py --model $m --prompts "a blue sphere" "a purple sphere" "a red cube" "a green cone"; done ;;&
 bands-sweep | all)   # the shipped model: SJC sigma range (seed 0) and 2 noise samples per step (3 seeds), 3 (seed 0), ~30 + 42 + 14 min; the polish, ~14 + 16 min
   B=docs/toy-prior/bands
   for r in "0.5 10" "2 10" "1 20"; do set -- $r
-    sjc eval --seeds 1 --jobs 2 --variants paas --sigma-min $1 --sigma-max $2 --out $B/eval-sigma-$1-$2; done
-  sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 --out $B/eval-num-noise-2   # run as --seeds 1 first, then resumed
-  sjc eval --seeds 1 --jobs 2 --variants paas --num-noise 3 --out $B/eval-num-noise-3
-  python benchmarks/polish_sweep.py --out $B/polish-sweep --seeds 1 --jobs 2 \
+    sjc eval --seeds 1 --jobs 2 --variants paas --sigma-min $1 --sigma-max $2 "${P2[@]}" --out $B/eval-sigma-$1-$2; done
+  sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 "${P2[@]}" --out $B/eval-num-noise-2   # run as --seeds 1 first, then resumed
+  sjc eval --seeds 1 --jobs 2 --variants paas --num-noise 3 "${P2[@]}" --out $B/eval-num-noise-3
+  python benchmarks/polish_sweep.py --out $B/polish-sweep --seeds 1 --jobs 2 "${P2[@]}" \
     --settings default none sigma-0.2-1 sigma-0.1-1 guidance-1.5 lr-0.02 sds-weighting   # ~14 min
   grep -E '"setting": "(default|guidance-1.5)"' $B/polish-sweep.jsonl > $B/polish-guidance-1.5.jsonl   # seed 0, resumed
-  python benchmarks/polish_sweep.py --out $B/polish-guidance-1.5 --seeds 3 --jobs 2 --settings default guidance-1.5 ;;&
+  python benchmarks/polish_sweep.py --out $B/polish-guidance-1.5 --seeds 3 --jobs 2 "${P2[@]}" --settings default guidance-1.5 ;;&
 continue | all)   # the rest of the 2-hour budget as more steps from the shipped weights (not shipped), ~17 min + 7 min
   sjc prior train --data toyprior --out toyprior/continued --init sjc/weights/toy32 --steps 1150 --lr 1.5e-4 \
     --warmup 50 --ema-decay 0.995 --seed 1 --threads 2
-  sjc eval --seeds 1 --jobs 2 --variants paas --model toyprior/continued/model --out docs/toy-prior/bands/continued/eval ;;&
+  sjc eval --seeds 1 --jobs 2 --variants paas --model toyprior/continued/model "${P2[@]}" --out docs/toy-prior/bands/continued/eval ;;&
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min
   sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
