@@ -151,9 +151,10 @@ bands-sweep | all)   # the shipped model: SJC sigma range (seed 0) and 2 noise s
     --settings default none sigma-0.2-1 sigma-0.1-1 guidance-1.5 lr-0.02 sds-weighting   # ~14 min
   grep -E '"setting": "(default|guidance-1.5)"' $B/polish-sweep.jsonl > $B/polish-guidance-1.5.jsonl   # seed 0, resumed
   python benchmarks/polish_sweep.py --out $B/polish-guidance-1.5 --seeds 3 --jobs 2 "${P2[@]}" --settings default guidance-1.5 ;;&
-polish-guidance | all)   # the polish at guidance 1.5 (the default since 2026-12-04): the main table before it (docs/eval.json until then), ~21 min
+polish-guidance | all)   # the polish at guidance 1.5 (the default since 2026-12-04): the main table before it (docs/eval.json until then), ~21 min; two noise samples with it
   B=docs/toy-prior/bands   # (the main table itself at 1.5: the eval block's first line)
-  sjc eval --seeds 3 --jobs 2 --variants paas "${P2[@]}" --out $B/eval-polish-guidance-2 ;;&
+  sjc eval --seeds 3 --jobs 2 --variants paas "${P2[@]}" --out $B/eval-polish-guidance-2
+  sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 --out $B/eval-num-noise-2-polish-1.5 ;;&   # ~33 min
 continue | all)   # the rest of the 2-hour budget as more steps from the shipped weights (not shipped), ~17 min + 7 min
   sjc prior train --data toyprior --out toyprior/continued --init sjc/weights/toy32 --steps 1150 --lr 1.5e-4 \
     --warmup 50 --ema-decay 0.995 --seed 1 --threads 2
