@@ -439,7 +439,7 @@ def test_polish_updates_only_the_appearance_and_resumes_exactly(tmp_path):
     assert stopped.step == 26
 
 
-def test_polish_guidance_scale_defaults_to_the_sjc_scale(tmp_path):
+def test_polish_guidance_scale_defaults_to_the_sjc_scale():
     """Unset (and no prior default), the polish guides at --guidance-scale; set, it guides the polish alone."""
     from sjc.config import RunConfig
     from sjc.train import build_run
