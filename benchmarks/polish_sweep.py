@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# name → what differs from the default polish (σ ∈ [0.05, 0.5], 600 steps, the run's method, polish guidance and lr)
+# name → what differs from the default polish (σ ∈ [0.05, 0.5], 600 steps, the run's method, polish guidance,
+# noise samples per step and lr)
 SETTINGS: dict[str, dict] = {
     "default": {},
     "none": {"steps": 0},
@@ -29,8 +30,13 @@ SETTINGS: dict[str, dict] = {
     "guidance-3": {"guidance": 3.0},
     "guidance-2": {"guidance": 2.0},
     "guidance-1.5": {"guidance": 1.5},
+    "guidance-1.25": {"guidance": 1.25},
     "guidance-1": {"guidance": 1.0},
+    "num-noise-2": {"num_noise": 2},
+    "num-noise-4": {"num_noise": 4},
     "lr-0.02": {"lr": 0.02},
+    "lr-0.1": {"lr": 0.1},
+    "lr-0.2": {"lr": 0.2},
     "steps-1200": {"steps": 1200},
 }
 
@@ -67,7 +73,7 @@ def polish_cell(args) -> list[dict]:
             run.cfg.optim.polish_steps = s.get("steps", default_steps)
             run.polish_guide = ScoreGuide(run.prior, s.get("method", g.method),
                                           train_sigmas(run.prior, *s.get("sigma", default)),
-                                          s.get("guidance", g.polish_guidance_scale), g.num_noise)
+                                          s.get("guidance", g.polish_guidance_scale), s.get("num_noise", g.num_noise))
             if "lr" in s:   # during the polish only the appearance has a gradient, so this is its lr alone
                 run.optimizer.param_groups[0]["lr"] = s["lr"]
             t0 = time.perf_counter()

@@ -57,6 +57,7 @@ class GuidanceConfig:
     polish_sigma_min: float = 0.05     # σ range of the appearance polish (data units)
     polish_sigma_max: float = 0.5
     polish_guidance_scale: Optional[float] = None  # guidance scale of the polish (None: the prior's default, else --guidance-scale)
+    polish_num_noise: Optional[int] = None  # noise samples averaged per polish step (None: the prior's default, else --num-noise)
 
 
 @dataclass
@@ -179,6 +180,7 @@ class RunConfig:
         checks = [
             (self.field.grid_size, "--grid-size"), (self.optim.steps, "--steps"),
             (self.render.resolution, "--resolution"), (self.guidance.num_noise, "--num-noise"),
+            (self.guidance.polish_num_noise, "--polish-num-noise"),
             (self.output.ckpt_every, "--ckpt-every"), (self.output.preview_every, "--preview-every"),
             (self.camera.video_frames, "--video-frames"), (self.render.occupancy_every, "--occupancy-every"),
         ]

@@ -75,6 +75,8 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     resolve_defaults(cfg, prior.config_defaults())
     if cfg.guidance.polish_guidance_scale is None:   # a prior without its own polish scale: the SJC one
         cfg.guidance.polish_guidance_scale = cfg.guidance.guidance_scale
+    if cfg.guidance.polish_num_noise is None:        # nor its own polish noise count: the SJC steps' K
+        cfg.guidance.polish_num_noise = cfg.guidance.num_noise
     if cfg.guidance.view_scheme is not None and cfg.guidance.view_scheme != prior.views.name:
         from .errors import SJCError
         raise SJCError(f"--view-scheme {cfg.guidance.view_scheme}: this {prior.name} prior understands only "
@@ -106,7 +108,7 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
         guide = ScoreGuide(prior, g.method, train_sigmas(prior, g.sigma_min, g.sigma_max), g.guidance_scale,
                            g.num_noise)
         polish_guide = ScoreGuide(prior, g.method, train_sigmas(prior, g.polish_sigma_min, g.polish_sigma_max),
-                                  g.polish_guidance_scale, g.num_noise)
+                                  g.polish_guidance_scale, g.polish_num_noise)
     return Run(cfg, prior, field, optimizer, guide, polish_guide, {"camera": cam_gen, "noise": noise_gen}, device)
 
 

@@ -469,6 +469,36 @@ def test_a_run_from_before_the_polish_guidance_scale_resumes_with_its_sjc_scale(
     assert json.loads(config_path.read_text())["guidance"]["polish_guidance_scale"] == 1.0
 
 
+def test_polish_num_noise_defaults_to_the_sjc_steps_k():
+    """Unset (and no prior default), the polish averages --num-noise samples; set, it changes the polish alone."""
+    from sjc.config import RunConfig
+    from sjc.train import build_run
+
+    def run(polish_k):
+        cfg = RunConfig(prompt="a blue sphere", prior="closed-form")
+        cfg.field.grid_size, cfg.render.resolution = 12, 8
+        cfg.guidance.num_noise, cfg.guidance.polish_num_noise = 2, polish_k
+        return build_run(cfg)
+
+    unset, other = run(None), run(4)
+    assert unset.cfg.guidance.polish_num_noise == 2            # resolved, so config.json records it
+    assert unset.polish_guide.num_noise == 2 and other.polish_guide.num_noise == 4
+    assert unset.guide.num_noise == other.guide.num_noise == 2
+
+
+def test_a_run_from_before_the_polish_num_noise_resumes_with_its_sjc_k(capsys, tiny_copy, monkeypatch):
+    from sjc.priors import ClosedFormPrior
+    monkeypatch.setitem(ClosedFormPrior.defaults, "polish_num_noise", 3)   # a prior default that must not leak in
+    config_path = tiny_copy / "config.json"
+    cfg = json.loads(config_path.read_text())
+    assert cfg["guidance"]["polish_num_noise"] == cfg["guidance"]["num_noise"] == 1
+    del cfg["guidance"]["polish_num_noise"]     # as written before the polish had its own K
+    config_path.write_text(json.dumps(cfg))
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 40, "--quiet")
+    assert rc == 0, err
+    assert json.loads(config_path.read_text())["guidance"]["polish_num_noise"] == 1
+
+
 def test_polish_steps_are_recorded_and_a_run_from_before_them_resumes_without(capsys, tiny_copy, monkeypatch):
     from sjc.priors import ClosedFormPrior
     monkeypatch.setitem(ClosedFormPrior.defaults, "polish_steps", 5)
@@ -489,6 +519,7 @@ def test_polish_steps_are_recorded_and_a_run_from_before_them_resumes_without(ca
 @pytest.mark.parametrize("flags,hint", [(["--polish-steps", "-1"], "--polish-steps"),
                                         (["--polish-sigma-min", "0.5", "--polish-sigma-max", "0.1"], "--polish-sigma"),
                                         (["--polish-guidance-scale", "-1"], "--polish-guidance-scale"),
+                                        (["--polish-num-noise", "0"], "--polish-num-noise"),
                                         (["--guidance-scale", "-2"], "--guidance-scale")])
 def test_bad_polish_settings(capsys, tmp_path, flags, hint):
     rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 5, "--out-dir", tmp_path / "r", *flags)
