@@ -26,7 +26,7 @@ def test_summary_table_pairs_by_prompt_and_seed():
 
 
 def test_settings_change_one_thing_each():
-    known = {"steps", "sigma", "method", "guidance", "lr"}
+    known = {"steps", "sigma", "method", "guidance", "lr", "num_noise"}
     assert polish_sweep.SETTINGS["default"] == {}
     for name, change in polish_sweep.SETTINGS.items():
         assert set(change) <= known, name
