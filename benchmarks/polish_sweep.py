@@ -73,7 +73,8 @@ def polish_cell(args) -> list[dict]:
             run.cfg.optim.polish_steps = s.get("steps", default_steps)
             run.polish_guide = ScoreGuide(run.prior, s.get("method", g.method),
                                           train_sigmas(run.prior, *s.get("sigma", default)),
-                                          s.get("guidance", g.polish_guidance_scale), s.get("num_noise", g.polish_num_noise))
+                                          s.get("guidance", g.polish_guidance_scale),
+                                          s.get("num_noise", g.polish_num_noise))
             if "lr" in s:   # during the polish only the appearance has a gradient, so this is its lr alone
                 run.optimizer.param_groups[0]["lr"] = s["lr"]
             t0 = time.perf_counter()
