@@ -155,11 +155,13 @@ polish-guidance | all)   # the polish at guidance 1.5 (the default since 2026-12
   B=docs/toy-prior/bands   # (the main table itself at 1.5: the eval block's first line)
   sjc eval --seeds 3 --jobs 2 --variants paas "${P2[@]}" --out $B/eval-polish-guidance-2
   sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 --out $B/eval-num-noise-2-polish-1.5 ;;&   # ~33 min
-polish-noise | all)   # the polish's own noise samples and four more polish settings (seed 0, ~37 min), then K = 2 with 4 polish samples (3 seeds, ~34 min)
+polish-noise | all)   # the polish's own noise samples and four more polish settings (seed 0, ~37 min), then K = 2 with 4 polish samples (3 seeds, ~34 min; seed 0 with 1,200 polish steps)
   B=docs/toy-prior/bands   # (the sweep was run as two commands, 4 and 4 settings with "default" in both; its rows are the same)
   python benchmarks/polish_sweep.py --out $B/polish-sweep-2 --seeds 1 --jobs 2 \
     --settings default guidance-1.25 num-noise-2 num-noise-4 lr-0.1 lr-0.2 steps-1200
-  sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 --polish-num-noise 4 --out $B/eval-num-noise-2-polish-noise-4 ;;&
+  sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 --polish-num-noise 4 --out $B/eval-num-noise-2-polish-noise-4
+  sjc eval --seeds 1 --jobs 2 --variants paas --num-noise 2 --polish-num-noise 4 --polish-steps 1200 \
+    --out $B/eval-num-noise-2-polish-noise-4-steps-1200 ;;&   # ~16 min
 continue | all)   # the rest of the 2-hour budget as more steps from the shipped weights (not shipped), ~17 min + 7 min
   sjc prior train --data toyprior --out toyprior/continued --init sjc/weights/toy32 --steps 1150 --lr 1.5e-4 \
     --warmup 50 --ema-decay 0.995 --seed 1 --threads 2
