@@ -59,6 +59,13 @@ class GuidanceConfig:
     polish_guidance_scale: Optional[float] = None  # guidance scale of the polish (None: the prior's default, else --guidance-scale)
     polish_num_noise: Optional[int] = None  # noise samples averaged per polish step (None: the prior's default, else --num-noise)
 
+    def polish_follows_sjc(self) -> None:
+        """Fill the polish's unset guidance scale and noise count with the SJC steps' own."""
+        if self.polish_guidance_scale is None:
+            self.polish_guidance_scale = self.guidance_scale
+        if self.polish_num_noise is None:
+            self.polish_num_noise = self.num_noise
+
 
 @dataclass
 class RegConfig:

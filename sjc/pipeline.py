@@ -150,10 +150,7 @@ def load_run(run_dir: Path, restore: bool = True) -> Run:
     cfg = RunConfig.load(run_dir / CONFIG_NAME)
     if cfg.optim.polish_steps is None:   # a run written before the appearance polish existed: resumed without it
         cfg.optim.polish_steps = 0
-    if cfg.guidance.polish_guidance_scale is None:   # written before the polish had its own scale: it used the SJC one
-        cfg.guidance.polish_guidance_scale = cfg.guidance.guidance_scale
-    if cfg.guidance.polish_num_noise is None:        # nor its own noise count: it used the SJC steps' K
-        cfg.guidance.polish_num_noise = cfg.guidance.num_noise
+    cfg.guidance.polish_follows_sjc()    # written before the polish had its own scale and K: it used the SJC steps'
     try:
         cfg.validate()
     except SJCError as e:

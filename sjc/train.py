@@ -73,10 +73,7 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
         keep_freed_memory()
     prior = prior or load_prior(cfg, device)
     resolve_defaults(cfg, prior.config_defaults())
-    if cfg.guidance.polish_guidance_scale is None:   # a prior without its own polish scale: the SJC one
-        cfg.guidance.polish_guidance_scale = cfg.guidance.guidance_scale
-    if cfg.guidance.polish_num_noise is None:        # nor its own polish noise count: the SJC steps' K
-        cfg.guidance.polish_num_noise = cfg.guidance.num_noise
+    cfg.guidance.polish_follows_sjc()   # a prior without its own polish scale or K: the SJC steps'
     if cfg.guidance.view_scheme is not None and cfg.guidance.view_scheme != prior.views.name:
         from .errors import SJCError
         raise SJCError(f"--view-scheme {cfg.guidance.view_scheme}: this {prior.name} prior understands only "
