@@ -439,64 +439,43 @@ def test_polish_updates_only_the_appearance_and_resumes_exactly(tmp_path):
     assert stopped.step == 26
 
 
-def test_polish_guidance_scale_defaults_to_the_sjc_scale():
-    """Unset (and no prior default), the polish guides at --guidance-scale; set, it guides the polish alone."""
+# (polish field, the SJC steps' field it falls back to, the attribute of a ScoreGuide that holds it)
+POLISH_FOLLOWS_SJC = [("polish_guidance_scale", "guidance_scale", "guidance"),
+                      ("polish_num_noise", "num_noise", "num_noise")]
+
+
+@pytest.mark.parametrize("polish_field,sjc_field,guide_attr", POLISH_FOLLOWS_SJC)
+def test_polish_setting_defaults_to_the_sjc_steps_own(polish_field, sjc_field, guide_attr):
+    """Unset (and no prior default), the polish takes the SJC steps' scale or K; set, it changes the polish alone."""
     from sjc.config import RunConfig
     from sjc.train import build_run
 
-    def run(polish_scale):
+    def run(polish_value):
         cfg = RunConfig(prompt="a blue sphere", prior="closed-form")
         cfg.field.grid_size, cfg.render.resolution = 12, 8
-        cfg.guidance.guidance_scale, cfg.guidance.polish_guidance_scale = 2.0, polish_scale
-        return build_run(cfg)
-
-    unset, other = run(None), run(4.0)
-    assert unset.cfg.guidance.polish_guidance_scale == 2.0            # resolved, so config.json records it
-    assert unset.polish_guide.guidance == 2.0 and other.polish_guide.guidance == 4.0
-    assert unset.guide.guidance == other.guide.guidance == 2.0
-
-
-def test_a_run_from_before_the_polish_guidance_scale_resumes_with_its_sjc_scale(capsys, tiny_copy, monkeypatch):
-    from sjc.priors import ClosedFormPrior
-    monkeypatch.setitem(ClosedFormPrior.defaults, "polish_guidance_scale", 7.0)   # a prior default that must not leak in
-    config_path = tiny_copy / "config.json"
-    cfg = json.loads(config_path.read_text())
-    assert cfg["guidance"]["polish_guidance_scale"] == cfg["guidance"]["guidance_scale"] == 1.0
-    del cfg["guidance"]["polish_guidance_scale"]     # as written before the polish had its own scale
-    config_path.write_text(json.dumps(cfg))
-    rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 40, "--quiet")
-    assert rc == 0, err
-    assert json.loads(config_path.read_text())["guidance"]["polish_guidance_scale"] == 1.0
-
-
-def test_polish_num_noise_defaults_to_the_sjc_steps_k():
-    """Unset (and no prior default), the polish averages --num-noise samples; set, it changes the polish alone."""
-    from sjc.config import RunConfig
-    from sjc.train import build_run
-
-    def run(polish_k):
-        cfg = RunConfig(prompt="a blue sphere", prior="closed-form")
-        cfg.field.grid_size, cfg.render.resolution = 12, 8
-        cfg.guidance.num_noise, cfg.guidance.polish_num_noise = 2, polish_k
+        setattr(cfg.guidance, sjc_field, 2)
+        setattr(cfg.guidance, polish_field, polish_value)
         return build_run(cfg)
 
     unset, other = run(None), run(4)
-    assert unset.cfg.guidance.polish_num_noise == 2            # resolved, so config.json records it
-    assert unset.polish_guide.num_noise == 2 and other.polish_guide.num_noise == 4
-    assert unset.guide.num_noise == other.guide.num_noise == 2
+    assert getattr(unset.cfg.guidance, polish_field) == 2            # resolved, so config.json records it
+    assert getattr(unset.polish_guide, guide_attr) == 2 and getattr(other.polish_guide, guide_attr) == 4
+    assert getattr(unset.guide, guide_attr) == getattr(other.guide, guide_attr) == 2
 
 
-def test_a_run_from_before_the_polish_num_noise_resumes_with_its_sjc_k(capsys, tiny_copy, monkeypatch):
+@pytest.mark.parametrize("polish_field,sjc_field,guide_attr", POLISH_FOLLOWS_SJC)
+def test_a_run_from_before_a_polish_setting_resumes_with_the_sjc_steps_own(capsys, tiny_copy, monkeypatch,
+                                                                          polish_field, sjc_field, guide_attr):
     from sjc.priors import ClosedFormPrior
-    monkeypatch.setitem(ClosedFormPrior.defaults, "polish_num_noise", 3)   # a prior default that must not leak in
+    monkeypatch.setitem(ClosedFormPrior.defaults, polish_field, 7)   # a prior default that must not leak in
     config_path = tiny_copy / "config.json"
     cfg = json.loads(config_path.read_text())
-    assert cfg["guidance"]["polish_num_noise"] == cfg["guidance"]["num_noise"] == 1
-    del cfg["guidance"]["polish_num_noise"]     # as written before the polish had its own K
+    assert cfg["guidance"][polish_field] == cfg["guidance"][sjc_field] == 1
+    del cfg["guidance"][polish_field]     # as written before the polish had a field of its own
     config_path.write_text(json.dumps(cfg))
     rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 40, "--quiet")
     assert rc == 0, err
-    assert json.loads(config_path.read_text())["guidance"]["polish_num_noise"] == 1
+    assert json.loads(config_path.read_text())["guidance"][polish_field] == 1
 
 
 def test_polish_steps_are_recorded_and_a_run_from_before_them_resumes_without(capsys, tiny_copy, monkeypatch):
