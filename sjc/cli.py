@@ -141,10 +141,17 @@ def cmd_prior_train(a) -> None:
         raise SJCError(f"need positive --steps, --batch and --lr, got {cfg.steps}, {cfg.batch} and {cfg.lr}")
     if cfg.timestep_power <= 0:
         raise SJCError(f"--timestep-power must be positive (1 = uniform timesteps), got {cfg.timestep_power}")
+    if cfg.precision not in ("float32", "bfloat16") or cfg.weights_dtype not in ("float32", "float16"):
+        raise SJCError(f"need --precision float32|bfloat16 and --weights-dtype float32|float16, "
+                       f"got {cfg.precision} and {cfg.weights_dtype}")
     check_writable(Path(a.out) / "state.pt")
     if cfg.init and not (Path(cfg.init) / "unet").is_dir():
         raise SJCError(f"--init {cfg.init}: not a toy prior folder (it has no unet/); give e.g. sjc/weights/toy32")
-    model_cfg = ModelConfig(channels=tuple(a.channels) if a.channels else ModelConfig.channels, views=a.views)
+    model_cfg = ModelConfig(channels=tuple(a.channels) if a.channels else ModelConfig.channels, views=a.views,
+                            norm_groups=a.norm_groups)
+    if a.norm_groups < 1 or any(c % a.norm_groups for c in model_cfg.channels):
+        raise SJCError(f"every --channels width must be a multiple of --norm-groups {a.norm_groups}, "
+                       f"got {' '.join(map(str, model_cfg.channels))}")
     folder = train_prior(Path(a.data), Path(a.out), cfg, model_cfg, progress=not a.quiet, stop_after=a.stop_after)
     print(folder or f"stopped after {a.stop_after} steps; run the same command again to continue")
 
@@ -327,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--data", default="toyprior", help="dataset folder or .pt from `sjc prior dataset`")
     pt.add_argument("--out", default="toyprior/train", help="training folder (resumed if it holds state.pt)")
     pt.add_argument("--channels", type=int, nargs="+", help="U-Net block widths (default 32 64 128)")
+    pt.add_argument("--norm-groups", type=int, default=ModelConfig.norm_groups,
+                    help=f"GroupNorm groups; every width a multiple (default {ModelConfig.norm_groups})")
     pt.add_argument("--views", default=ModelConfig.views, choices=sorted(VIEW_SCHEMES),
                     help="view-prompt scheme of the captions: reference (front, side, back, overhead), fine (45° sectors, left and right apart) or fine-bands (fine + low/mid/top: the shipped model's)")
     pt.add_argument("--stop-after", type=int, help="end this call after N steps (checkpointed; rerun to continue)")

@@ -132,6 +132,7 @@ class ModelConfig:
     """Architecture of the learned toy prior."""
     resolution: int = 32
     channels: tuple = (32, 64, 128)   # U-Net block widths (cross-attention in the lowest-resolution blocks)
+    norm_groups: int = 32         # GroupNorm groups (every width must be a multiple)
     text_width: int = 64
     text_layers: int = 2
     prediction_type: str = "v_prediction"
@@ -154,14 +155,17 @@ def build_model(cfg: ModelConfig, tok_folder: Path, seed: int = 0):
         sample_size=cfg.resolution, in_channels=3, out_channels=3, block_out_channels=tuple(cfg.channels),
         layers_per_block=1, down_block_types=("DownBlock2D",) * (n - 1) + ("CrossAttnDownBlock2D",),
         up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (n - 1), cross_attention_dim=cfg.text_width,
-        attention_head_dim=8, norm_num_groups=32)
+        attention_head_dim=8, norm_num_groups=cfg.norm_groups)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                               prediction_type=cfg.prediction_type, clip_sample=False)
     return unet, text_encoder, tokenizer, scheduler
 
 
-def save_pipeline(folder: Path, unet, text_encoder, tokenizer, scheduler, views: str = "reference") -> Path:
-    """Write a diffusers-format folder (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json), atomically."""
+def save_pipeline(folder: Path, unet, text_encoder, tokenizer, scheduler, views: str = "reference",
+                  dtype: torch.dtype = torch.float32) -> Path:
+    """Write a diffusers-format folder (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json), atomically.
+
+    dtype: the weights as stored (float16 halves the folder; loading casts them to the dtype asked for)."""
     import shutil
     import tempfile
 
@@ -173,8 +177,8 @@ def save_pipeline(folder: Path, unet, text_encoder, tokenizer, scheduler, views:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.sjc-tmp", dir=folder.parent))
     try:
-        unet.save_pretrained(tmp / "unet")
-        text_encoder.save_pretrained(tmp / "text_encoder")
+        for name, module in (("unet", unet), ("text_encoder", text_encoder)):
+            (copy.deepcopy(module).to(dtype) if dtype != module.dtype else module).save_pretrained(tmp / name)
         tokenizer.save_pretrained(tmp / "tokenizer")
         scheduler.save_pretrained(tmp / "scheduler")
         index = {"_class_name": "ToyWorldPipeline", "_diffusers_version": diffusers.__version__,
@@ -208,6 +212,8 @@ class TrainConfig:
     threads: int = 0              # torch CPU threads (0: torch's default)
     init: str = ""                # start from this model folder's weights (fine-tuning; "" = random init)
     timestep_power: float = 1.0   # t = ⌊T·u^p⌋, u uniform: 1 is uniform, p > 1 spends more steps at small σ
+    precision: str = "float32"    # the forward pass: float32, or bfloat16 under autocast (the weights stay float32)
+    weights_dtype: str = "float32"   # dtype of the saved model's weights: float32, or float16 (half the size)
 
 
 class CaptionTable:
@@ -253,7 +259,7 @@ def dsm_loss(unet, text_encoder, scheduler, x0, ids, g: torch.Generator, timeste
     x_t = scheduler.add_noise(x0, noise, t)
     target = scheduler.get_velocity(x0, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
     emb = text_encoder(ids)[0]
-    return torch.nn.functional.mse_loss(unet(x_t, t, encoder_hidden_states=emb).sample, target)
+    return torch.nn.functional.mse_loss(unet(x_t, t, encoder_hidden_states=emb).sample.float(), target)
 
 
 SAMPLE_PROMPTS = ["a blue sphere", "a red cube", "a green torus", "front view of a gray mug",
@@ -324,7 +330,8 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     if state_path.exists():
         st = torch.load(state_path, weights_only=False)
         same = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
-        if {k: st["train"].get(k, getattr(TrainConfig, k)) for k in same} != same or st["model"] != asdict(model_cfg):
+        model_then = {k: st["model"].get(k, getattr(ModelConfig, k)) for k in asdict(model_cfg)}   # runs before a field existed
+        if {k: st["train"].get(k, getattr(TrainConfig, k)) for k in same} != same or model_then != asdict(model_cfg):
             raise SJCError(f"{out} holds a training run with another configuration; resume it with the same "
                            f"flags (see {out / 'config.json'}) or use a new --out")
         unet.load_state_dict(st["unet"])
@@ -358,7 +365,8 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
         writer.writerows(rows or [["step", "loss", "lr", "seconds"]])
         while step < end:
             x0, ids = sample_batch(data, pairs, table, cfg, g)
-            loss = dsm_loss(unet, text_encoder, scheduler, x0, ids, g, cfg.timestep_power)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+                loss = dsm_loss(unet, text_encoder, scheduler, x0, ids, g, cfg.timestep_power)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -387,7 +395,8 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
                 plot_loss(log_path, out / "loss.png")
     if step < cfg.steps:
         return None
-    return save_pipeline(out / "model", ema_unet, ema_text, tokenizer, scheduler, model_cfg.views)
+    return save_pipeline(out / "model", ema_unet, ema_text, tokenizer, scheduler, model_cfg.views,
+                         getattr(torch, cfg.weights_dtype))
 
 
 def init_from(folder: Path, unet, text_encoder, tokenizer) -> None:

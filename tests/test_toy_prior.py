@@ -122,6 +122,7 @@ def test_training_writes_a_loadable_diffusers_model_and_resumes_exactly(dataset,
                        stop_after=3) is None
     st = torch.load(tmp_path / "b" / "state.pt", weights_only=False)
     del st["train"]["timestep_power"]   # a checkpoint written before the field existed resumes as uniform timesteps
+    del st["model"]["norm_groups"]      # ... and with the GroupNorm groups of then
     torch.save(st, tmp_path / "b" / "state.pt")
     resumed = train_prior(dataset, tmp_path / "b", TrainConfig(**TINY_TRAIN), TINY_MODEL, progress=False)
     from safetensors.torch import load_file
@@ -192,6 +193,35 @@ def test_fine_tuning_into_finer_view_prompts_keeps_the_weights_and_records_the_s
         PixelTextPrior(str(fine))
 
 
+def test_bfloat16_training_resumes_exactly_and_float16_weights_load_as_float32(dataset, tmp_path):
+    """--precision bfloat16 autocasts the forward pass; --weights-dtype float16 stores half-size weights."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+    quick = {**TINY_TRAIN, "sample_every": 100, "precision": "bfloat16"}
+    model = replace(TINY_MODEL, norm_groups=16)
+    half = train_prior(dataset, tmp_path / "h", TrainConfig(**quick, weights_dtype="float16"), model, progress=False)
+    assert train_prior(dataset, tmp_path / "r", TrainConfig(**quick), model, progress=False, stop_after=3) is None
+    full = train_prior(dataset, tmp_path / "r", TrainConfig(**quick), model, progress=False)
+    unet_file = "unet/diffusion_pytorch_model.safetensors"
+    h, f = load_file(half / unet_file), load_file(full / unet_file)
+    assert h.keys() == f.keys()
+    assert {t.dtype for t in h.values()} == {torch.float16} and {t.dtype for t in f.values()} == {torch.float32}
+    assert all(torch.equal(h[k], f[k].half()) for k in f)   # same training, resumed or not; only the storage differs
+    assert (half / unet_file).stat().st_size < 0.6 * (full / unet_file).stat().st_size
+    assert json.loads((half / "unet" / "config.json").read_text())["norm_num_groups"] == 16
+    with open(tmp_path / "r" / "loss.csv") as fh:
+        assert all(0 < float(r["loss"]) < 10 for r in csv.DictReader(fh))
+    prior = PixelTextPrior(str(half))
+    assert prior.unet.dtype == torch.float32
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ref = PixelTextPrior(str(full))
+    cond = prior.cond("a red cube")
+    with torch.no_grad():
+        d_half, d_full = prior.D(x * 2, torch.tensor(1.0), cond, 2.0), ref.D(x * 2, torch.tensor(1.0), cond, 2.0)
+    assert 0 < float((d_half - d_full).abs().max()) < 1e-2   # float16 rounding of the weights, nothing more
+
+
 def test_timestep_power_draws_more_small_timesteps_and_is_uniform_at_one():
     a = sample_timesteps(8, 1000, 1.0, torch.Generator().manual_seed(3))
     assert torch.equal(a, torch.randint(1000, (8,), generator=torch.Generator().manual_seed(3)))   # old runs reproduce
@@ -204,6 +234,10 @@ def test_timestep_power_draws_more_small_timesteps_and_is_uniform_at_one():
 def test_prior_cli_errors(dataset, tmp_path, capsys):
     assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), "--timestep-power", "0"]) == 2
     assert "--timestep-power must be positive" in capsys.readouterr().err
+    assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), "--precision", "float16"]) == 2
+    assert "--precision float32|bfloat16" in capsys.readouterr().err
+    assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), "--norm-groups", "24"]) == 2
+    assert "multiple of --norm-groups 24, got 32 64 128" in capsys.readouterr().err
     assert main(["prior", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "t")]) == 2
     assert "sjc prior dataset" in capsys.readouterr().err
     assert main(["prior", "dataset", "--views", "0", "--out", str(tmp_path)]) == 2
@@ -253,8 +287,10 @@ def test_prior_train_defaults_are_the_shipped_models_recipe():
     from dataclasses import asdict
     from pathlib import Path
     recipe = json.loads((Path(__file__).parents[1] / "docs/toy-prior/bands/train-config.json").read_text())
-    assert {**recipe["train"], "threads": 0} == asdict(TrainConfig())   # threads: the machine's, not the recipe's
-    assert {**recipe["model"], "channels": tuple(recipe["model"]["channels"])} == asdict(ModelConfig())
+    since = {"precision": "float32", "weights_dtype": "float32"}   # fields added after it, at what it was trained with
+    assert {**recipe["train"], **since, "threads": 0} == asdict(TrainConfig())   # threads: the machine's, not the recipe's
+    model = {**recipe["model"], "channels": tuple(recipe["model"]["channels"]), "norm_groups": 32}
+    assert model == asdict(ModelConfig())
     index = json.loads((BUILTIN_TOY_MODEL / "model_index.json").read_text())
     assert index["_sjc_views"] == ModelConfig().views == "fine-bands"
 
