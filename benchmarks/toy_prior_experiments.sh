@@ -169,7 +169,8 @@ continue | all)   # the rest of the 2-hour budget as more steps from the shipped
 wide | all)   # a wider candidate prior (blocks 48/96/192, bfloat16 forward, float16 weights; not shipped), ~110 min on 2 cores, then seed 0
   sjc prior train --data toyprior --out toyprior/train-wide --channels 48 96 192 --norm-groups 16 --precision bfloat16 \
     --weights-dtype float16 --threads 2
-  sjc eval --seeds 1 --jobs 2 --variants paas --model toyprior/train-wide/model --out docs/toy-prior/wide/eval-seed-0 ;;&
+  sjc eval --seeds 1 --jobs 2 --variants paas --model toyprior/train-wide/model --out docs/toy-prior/wide/probe-seed-0 \
+    --prompts "a red cube" "a pink cube with a ball on its front" "a blue mug" "a green cone" ;;&   # ~4 min
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min
   sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
