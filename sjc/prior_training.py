@@ -304,6 +304,11 @@ def plot_loss(csv_path: Path, png_path: Path) -> Optional[Path]:
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "log_every", "threads")
 
 
+def _as_saved(saved: dict, cls, keys) -> dict:
+    """A checkpoint's config at `keys`, fields it predates taken at the class defaults (what it ran with)."""
+    return {k: saved.get(k, getattr(cls, k)) for k in keys}
+
+
 def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optional[ModelConfig] = None,
                 progress: bool = True, stop_after: Optional[int] = None) -> Optional[Path]:
     """Train (or resume) the toy prior in `out`; writes state.pt, loss.csv, samples/, and the EMA model in model/.
@@ -330,8 +335,8 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     if state_path.exists():
         st = torch.load(state_path, weights_only=False)
         same = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
-        model_then = {k: st["model"].get(k, getattr(ModelConfig, k)) for k in asdict(model_cfg)}   # runs before a field existed
-        if {k: st["train"].get(k, getattr(TrainConfig, k)) for k in same} != same or model_then != asdict(model_cfg):
+        if _as_saved(st["train"], TrainConfig, same) != same or _as_saved(st["model"], ModelConfig, asdict(model_cfg)) \
+                != asdict(model_cfg):
             raise SJCError(f"{out} holds a training run with another configuration; resume it with the same "
                            f"flags (see {out / 'config.json'}) or use a new --out")
         unet.load_state_dict(st["unet"])
