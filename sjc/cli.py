@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt = prs.add_parser("train", help="train (or resume) the text-conditioned toy prior; writes model/ in diffusers format")
     pt.add_argument("--data", default="toyprior", help="dataset folder or .pt from `sjc prior dataset`")
     pt.add_argument("--out", default="toyprior/train", help="training folder (resumed if it holds state.pt)")
-    pt.add_argument("--channels", type=int, nargs="+", help="U-Net block widths (default 32 64 128)")
+    pt.add_argument("--channels", type=int, nargs="+", help=f"U-Net block widths (default {' '.join(map(str, ModelConfig.channels))})")
     pt.add_argument("--norm-groups", type=int, default=ModelConfig.norm_groups,
                     help=f"GroupNorm groups; every width a multiple (default {ModelConfig.norm_groups})")
     pt.add_argument("--views", default=ModelConfig.views, choices=sorted(VIEW_SCHEMES),

@@ -131,8 +131,8 @@ def word_tokenizer(folder: Path, max_length: int = 16, views: ViewScheme = REFER
 class ModelConfig:
     """Architecture of the learned toy prior."""
     resolution: int = 32
-    channels: tuple = (32, 64, 128)   # U-Net block widths (cross-attention in the lowest-resolution blocks)
-    norm_groups: int = 32         # GroupNorm groups (every width must be a multiple)
+    channels: tuple = (48, 96, 192)   # U-Net block widths (cross-attention in the lowest-resolution blocks)
+    norm_groups: int = 16         # GroupNorm groups (every width must be a multiple)
     text_width: int = 64
     text_layers: int = 2
     prediction_type: str = "v_prediction"
@@ -212,8 +212,8 @@ class TrainConfig:
     threads: int = 0              # torch CPU threads (0: torch's default)
     init: str = ""                # start from this model folder's weights (fine-tuning; "" = random init)
     timestep_power: float = 1.0   # t = ⌊T·u^p⌋, u uniform: 1 is uniform, p > 1 spends more steps at small σ
-    precision: str = "float32"    # the forward pass: float32, or bfloat16 under autocast (the weights stay float32)
-    weights_dtype: str = "float32"   # dtype of the saved model's weights: float32, or float16 (half the size)
+    precision: str = "bfloat16"   # the forward pass: float32, or bfloat16 under autocast (the weights stay float32)
+    weights_dtype: str = "float16"   # dtype of the saved model's weights: float32, or float16 (half the size)
 
 
 class CaptionTable:
@@ -304,9 +304,13 @@ def plot_loss(csv_path: Path, png_path: Path) -> Optional[Path]:
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "log_every", "threads")
 
 
+# What a checkpoint written before a field existed ran with (not today's defaults, which moved since).
+BEFORE_FIELDS = {"timestep_power": 1.0, "precision": "float32", "weights_dtype": "float32", "norm_groups": 32}
+
+
 def _as_saved(saved: dict, cls, keys) -> dict:
-    """A checkpoint's config at `keys`, fields it predates taken at the class defaults (what it ran with)."""
-    return {k: saved.get(k, getattr(cls, k)) for k in keys}
+    """A checkpoint's config at `keys`, fields it predates taken at what it ran with (BEFORE_FIELDS)."""
+    return {k: saved.get(k, BEFORE_FIELDS[k] if k in BEFORE_FIELDS else getattr(cls, k)) for k in keys}
 
 
 def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optional[ModelConfig] = None,

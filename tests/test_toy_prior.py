@@ -16,8 +16,9 @@ from sjc.prior_training import (HELD_OUT, SHAPE_NAMES, DatasetConfig, ModelConfi
                                 word_tokenizer)
 from sjc.priors.text_unet import BUILTIN_TOY_MODEL, PixelTextPrior
 
-TINY_MODEL = ModelConfig(resolution=16, channels=(32, 64), text_width=32)
-TINY_TRAIN = dict(steps=6, batch=4, warmup=2, checkpoint_every=2, sample_every=3, log_every=1)
+TINY_MODEL = ModelConfig(resolution=16, channels=(32, 64), text_width=32, norm_groups=32)
+TINY_TRAIN = dict(steps=6, batch=4, warmup=2, checkpoint_every=2, sample_every=3, log_every=1,
+                  precision="float32", weights_dtype="float32")   # the mechanics in float32 (bfloat16: its own test)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,8 @@ def test_training_writes_a_loadable_diffusers_model_and_resumes_exactly(dataset,
                        stop_after=3) is None
     st = torch.load(tmp_path / "b" / "state.pt", weights_only=False)
     del st["train"]["timestep_power"]   # a checkpoint written before the field existed resumes as uniform timesteps
-    del st["model"]["norm_groups"]      # ... and with the GroupNorm groups of then
+    del st["model"]["norm_groups"]      # ... and with the GroupNorm groups of then (32; the default is 16 now)
+    del st["train"]["precision"], st["train"]["weights_dtype"]   # ... in float32 (the defaults are bfloat16 / float16 now)
     torch.save(st, tmp_path / "b" / "state.pt")
     resumed = train_prior(dataset, tmp_path / "b", TrainConfig(**TINY_TRAIN), TINY_MODEL, progress=False)
     from safetensors.torch import load_file
@@ -200,7 +202,7 @@ def test_bfloat16_training_resumes_exactly_and_float16_weights_load_as_float32(d
     from safetensors.torch import load_file
     quick = {**TINY_TRAIN, "sample_every": 100, "precision": "bfloat16"}
     model = replace(TINY_MODEL, norm_groups=16)
-    half = train_prior(dataset, tmp_path / "h", TrainConfig(**quick, weights_dtype="float16"), model, progress=False)
+    half = train_prior(dataset, tmp_path / "h", TrainConfig(**{**quick, "weights_dtype": "float16"}), model, progress=False)
     assert train_prior(dataset, tmp_path / "r", TrainConfig(**quick), model, progress=False, stop_after=3) is None
     full = train_prior(dataset, tmp_path / "r", TrainConfig(**quick), model, progress=False)
     unet_file = "unet/diffusion_pytorch_model.safetensors"
@@ -236,8 +238,8 @@ def test_prior_cli_errors(dataset, tmp_path, capsys):
     assert "--timestep-power must be positive" in capsys.readouterr().err
     assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), "--precision", "float16"]) == 2
     assert "--precision float32|bfloat16" in capsys.readouterr().err
-    assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), "--norm-groups", "24"]) == 2
-    assert "multiple of --norm-groups 24, got 32 64 128" in capsys.readouterr().err
+    assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), "--norm-groups", "20"]) == 2
+    assert "multiple of --norm-groups 20, got 48 96 192" in capsys.readouterr().err
     assert main(["prior", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "t")]) == 2
     assert "sjc prior dataset" in capsys.readouterr().err
     assert main(["prior", "dataset", "--views", "0", "--out", str(tmp_path)]) == 2
@@ -283,16 +285,16 @@ def test_builtin_prior_is_the_default_and_small(builtin):
 
 
 def test_prior_train_defaults_are_the_shipped_models_recipe():
-    """`sjc prior train` with no flags trains what was shipped (docs/toy-prior/bands/train-config.json)."""
+    """`sjc prior train` with no flags trains what was shipped (docs/toy-prior/wide/train-config.json)."""
     from dataclasses import asdict
     from pathlib import Path
-    recipe = json.loads((Path(__file__).parents[1] / "docs/toy-prior/bands/train-config.json").read_text())
-    since = {"precision": "float32", "weights_dtype": "float32"}   # fields added after it, at what it was trained with
-    assert {**recipe["train"], **since, "threads": 0} == asdict(TrainConfig())   # threads: the machine's, not the recipe's
-    model = {**recipe["model"], "channels": tuple(recipe["model"]["channels"]), "norm_groups": 32}
-    assert model == asdict(ModelConfig())
+    recipe = json.loads((Path(__file__).parents[1] / "docs/toy-prior/wide/train-config.json").read_text())
+    assert {**recipe["train"], "threads": 0} == asdict(TrainConfig())   # threads: the machine's, not the recipe's
+    assert {**recipe["model"], "channels": tuple(recipe["model"]["channels"])} == asdict(ModelConfig())
     index = json.loads((BUILTIN_TOY_MODEL / "model_index.json").read_text())
     assert index["_sjc_views"] == ModelConfig().views == "fine-bands"
+    unet = json.loads((BUILTIN_TOY_MODEL / "unet/config.json").read_text())
+    assert tuple(unet["block_out_channels"]) == ModelConfig().channels and unet["norm_num_groups"] == ModelConfig().norm_groups
 
 
 def test_builtin_prior_guides_sjc_and_samples_at_its_own_scales(builtin):
