@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the numbers in docs/toy-prior.md, docs/eval*.md and docs/performance.md on a 2-core CPU.
 # Run from the repository root with the package installed (.venv/bin on PATH). Each block is independent.
+# A run on the built-in prior used the model shipped on its day: the blocks measured before 2026-12-05 used the
+# fine-bands model of 2026-12-04 (`train-bands` below; or `git archive 6f12cce sjc/weights/toy32`), pass it with --model.
 set -euo pipefail
 export SJC_CACHE="${SJC_CACHE:-$HOME/.cache/sjc}"
 SWEEP_PROMPTS=("a red cube" "a blue mug" "a green cube" "a pink cube with a ball on its front")
@@ -11,10 +13,14 @@ OLD=(--guidance-scale 3 --polish-steps 0 --steps 1000 "${E1[@]}")   # the toy pr
 case "${1:-all}" in
 train | all)
   sjc prior dataset --out toyprior                                   # 7 shapes × 2000 views, ~3 min
-  # The shipped model: one run with the fine-bands view prompts, ~100 min on 2 cores (docs/toy-prior/bands/train-config.json).
-  sjc prior train --data toyprior --out toyprior/train-bands --views fine-bands --steps 7000 --view-caption 0.8 --threads 2
-  rm -rf sjc/weights/toy32 && cp -r toyprior/train-bands/model sjc/weights/toy32
-  sjc prior check --data toyprior --out docs/toy-prior/bands/check ;;&
+  # The shipped model (since 2026-12-05): the defaults, blocks 48/96/192 in bfloat16, ~109 min on 2 cores (docs/toy-prior/wide/train-config.json).
+  sjc prior train --data toyprior --out toyprior/train-wide --threads 2
+  rm -rf sjc/weights/toy32 && cp -r toyprior/train-wide/model sjc/weights/toy32
+  sjc prior check --data toyprior --out docs/toy-prior/wide/check ;;&
+train-bands)   # the model shipped 2026-12-04: fine-bands captions, blocks 32/64/128 in float32, ~100 min (docs/toy-prior/bands/train-config.json)
+  sjc prior train --data toyprior --out toyprior/train-bands --channels 32 64 128 --norm-groups 32 --precision float32 \
+    --weights-dtype float32 --threads 2
+  sjc prior check --data toyprior --model toyprior/train-bands/model --out docs/toy-prior/bands/check ;;
 fine-model)   # the model shipped before it: the same run with the fine view prompts (docs/toy-prior/train-config.json)
   sjc prior train --data toyprior --out toyprior/train --views fine --steps 7000 --view-caption 0.8 --threads 2 ;;
 finetuned)   # the model shipped before: base model (reference views) + two fine-tunes, ~135 min (docs/toy-prior/finetuned/)
@@ -166,11 +172,10 @@ continue | all)   # the rest of the 2-hour budget as more steps from the shipped
   sjc prior train --data toyprior --out toyprior/continued --init sjc/weights/toy32 --steps 1150 --lr 1.5e-4 \
     --warmup 50 --ema-decay 0.995 --seed 1 --threads 2
   sjc eval --seeds 1 --jobs 2 --variants paas --model toyprior/continued/model "${P2[@]}" --out docs/toy-prior/bands/continued/eval ;;&
-wide | all)   # a wider candidate prior (blocks 48/96/192, bfloat16 forward, float16 weights; not shipped), ~110 min on 2 cores, then seed 0
-  sjc prior train --data toyprior --out toyprior/train-wide --channels 48 96 192 --norm-groups 16 --precision bfloat16 \
-    --weights-dtype float16 --threads 2
+wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its seed-0 probe before it was shipped, and the oracle on this CPU
   sjc eval --seeds 1 --jobs 2 --variants paas --model toyprior/train-wide/model --out docs/toy-prior/wide/probe-seed-0 \
-    --prompts "a red cube" "a pink cube with a ball on its front" "a blue mug" "a green cone" ;;&   # ~4 min
+    --prompts "a red cube" "a pink cube with a ball on its front" "a blue mug" "a green cone"   # ~4 min
+  sjc eval --jobs 2 --variants oracle --out docs/toy-prior/wide/eval-oracle-epyc ;;&   # ~10 min
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min
   sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
