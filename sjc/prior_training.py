@@ -310,7 +310,7 @@ BEFORE_FIELDS = {"timestep_power": 1.0, "precision": "float32", "weights_dtype":
 
 def _as_saved(saved: dict, cls, keys) -> dict:
     """A checkpoint's config at `keys`, fields it predates taken at what it ran with (BEFORE_FIELDS)."""
-    return {k: saved.get(k, BEFORE_FIELDS[k] if k in BEFORE_FIELDS else getattr(cls, k)) for k in keys}
+    return {k: saved.get(k, BEFORE_FIELDS.get(k, getattr(cls, k))) for k in keys}
 
 
 def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optional[ModelConfig] = None,
