@@ -157,11 +157,20 @@ def parse_prompt(prompt: str) -> tuple[Optional[str], ToyObject]:
 
 
 def trace(obj: ToyObject, o: torch.Tensor, d: torch.Tensor, iters: int = 96, t_max: float = 4.0):
-    """Sphere-trace rays (R, 3) against the object's SDF → (hit mask, hit distance)."""
+    """Sphere-trace rays (R, 3) against the object's SDF → (hit mask, hit distance).
+
+    A ray whose step leaves t unchanged has reached a fixed point (t alone decides its next step), so it is dropped
+    from the loop: the result is the same as stepping every ray `iters` times, at a fraction of the cost.
+    """
     t = torch.zeros(o.shape[0], device=o.device)
+    active = torch.arange(o.shape[0], device=o.device)
     for _ in range(iters):
-        s = obj.sdf(o + t[:, None] * d)
-        t = (t + 0.9 * s).clamp(max=t_max)
+        ta = t[active]
+        tn = (ta + 0.9 * obj.sdf(o[active] + ta[:, None] * d[active])).clamp(max=t_max)
+        t[active] = tn
+        active = active[tn != ta]
+        if active.numel() == 0:
+            break
     hit = obj.sdf(o + t[:, None] * d).abs() < 2e-3
     return hit & (t < t_max), t
 

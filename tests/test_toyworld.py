@@ -26,6 +26,7 @@ from sjc.toyworld import (
     parse_prompt,
     render_truth,
     sd_box,
+    trace,
     voxel_centres,
 )
 
@@ -83,6 +84,22 @@ def test_truth_renders_colour_background_and_asymmetry():
     mug = (render_truth(ToyObject("mug", "gray"), cams[0:1], 32, 32) < 0.9).any(1)[0]
     cols = mug.any(0).nonzero()
     assert (cols.min() + cols.max()).float() / 2 > 16.0
+
+
+@pytest.mark.parametrize("shape", ["sphere", "mug", "cone"])
+def test_trace_drops_rays_at_their_fixed_point_without_changing_any(shape):
+    """Sphere tracing that stops stepping converged and escaped rays gives every ray's t of all `iters` steps, bit for bit."""
+    from sjc.cameras import camera_rays
+    obj = ToyObject(shape, "gray")
+    cams = orbit_cameras(torch.tensor([0.0, 75.0, 200.0]), torch.tensor([-5.0, 30.0, 80.0]), torch.full((3,), 55.0))
+    o, d = (x.reshape(-1, 3) for x in camera_rays(cams, 24, 24, 1))
+    t = torch.zeros(o.shape[0])
+    for _ in range(96):   # the plain loop: every ray, every step
+        t = (t + 0.9 * obj.sdf(o + t[:, None] * d)).clamp(max=4.0)
+    hit, t_fast = trace(obj, o, d)
+    assert torch.equal(t_fast, t)
+    assert torch.equal(hit, (obj.sdf(o + t[:, None] * d).abs() < 2e-3) & (t < 4.0))
+    assert 0 < hit.sum() < hit.numel()   # the views hold both object and background
 
 
 def test_iou_psnr_and_rotation():
