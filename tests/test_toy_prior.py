@@ -224,6 +224,20 @@ def test_bfloat16_training_resumes_exactly_and_float16_weights_load_as_float32(d
     assert 0 < float((d_half - d_full).abs().max()) < 1e-2   # float16 rounding of the weights, nothing more
 
 
+def test_bfloat16_on_a_cpu_without_it_warns_once_and_names_the_fast_choice(dataset, tmp_path, capsys, monkeypatch):
+    """Emulated bfloat16 trains over 10× slower than float32: the run says so in one line; float32 or native is silent."""
+    from sjc import prior_training
+    one_step = dict(progress=False, stop_after=1)
+    monkeypatch.setattr(prior_training, "native_bfloat16", lambda: False)
+    train_prior(dataset, tmp_path / "b", TrainConfig(**{**TINY_TRAIN, "precision": "bfloat16"}), TINY_MODEL, **one_step)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no native bfloat16" in err[0] and "--precision float32" in err[0], err
+    train_prior(dataset, tmp_path / "f", TrainConfig(**TINY_TRAIN), TINY_MODEL, **one_step)
+    monkeypatch.setattr(prior_training, "native_bfloat16", lambda: True)
+    train_prior(dataset, tmp_path / "b", TrainConfig(**{**TINY_TRAIN, "precision": "bfloat16"}), TINY_MODEL, **one_step)
+    assert "bfloat16" not in capsys.readouterr().err
+
+
 def test_timestep_power_draws_more_small_timesteps_and_is_uniform_at_one():
     a = sample_timesteps(8, 1000, 1.0, torch.Generator().manual_seed(3))
     assert torch.equal(a, torch.randint(1000, (8,), generator=torch.Generator().manual_seed(3)))   # old runs reproduce
