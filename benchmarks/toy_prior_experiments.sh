@@ -177,7 +177,8 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
     --prompts "a red cube" "a pink cube with a ball on its front" "a blue mug" "a green cone"   # ~4 min
   sjc eval --jobs 2 --variants oracle --out docs/toy-prior/wide/eval-oracle-epyc   # ~10 min
   for v in sds paas-plain naive paas:noview sds:noview; do   # the methods with it, seed 0, ~10 min each
-    sjc eval --seeds 1 --jobs 2 --variants $v --out docs/toy-prior/wide/methods-seed-0-${v/:/-}; done ;;&
+    sjc eval --seeds 1 --jobs 2 --variants $v --out docs/toy-prior/wide/methods-seed-0-${v/:/-}; done
+  sjc prior check --data toyprior --seed 100 --out docs/toy-prior/wide/check-seed-100 ;;&   # ~32 min on an AVX2-only EPYC
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min
   sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
