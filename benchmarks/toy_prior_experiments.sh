@@ -178,7 +178,8 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
   sjc eval --jobs 2 --variants oracle --out docs/toy-prior/wide/eval-oracle-epyc   # ~10 min
   for v in sds paas-plain naive paas:noview sds:noview; do   # the methods with it, seed 0, ~10 min each
     sjc eval --seeds 1 --jobs 2 --variants $v --out docs/toy-prior/wide/methods-seed-0-${v/:/-}; done
-  sjc prior check --data toyprior --seed 100 --out docs/toy-prior/wide/check-seed-100 ;;&   # ~32 min on an AVX2-only EPYC
+  for s in 100 200 300; do   # ~32 min each on an AVX2-only EPYC
+    sjc prior check --data toyprior --seed $s --out docs/toy-prior/wide/check-seed-$s; done ;;&
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min
   sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
