@@ -178,10 +178,9 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
   sjc eval --jobs 2 --variants oracle --out docs/toy-prior/wide/eval-oracle-epyc   # ~10 min
   for v in sds paas-plain naive paas:noview sds:noview; do   # the methods with it, seed 0, ~10 min each
     sjc eval --seeds 1 --jobs 2 --variants $v --out docs/toy-prior/wide/methods-seed-0-${v/:/-}; done
-  # SDS over seeds 0-2: its 12 seed-0 runs repeat the loop's (same rows, the runs are deterministic); to skip them,
-  # write the config line and the loop's seed-0 rows to docs/toy-prior/wide/methods-sds.partial.jsonl first (the format
-  # sjc.evaluate.load_partial_rows reads), which sjc eval resumes from
-  sjc eval --seeds 3 --jobs 2 --variants sds --out docs/toy-prior/wide/methods-sds   # ~3.5 h on an AVX2-only EPYC
+  for v in sds paas-plain; do   # over seeds 0-2, reusing the loop's seed-0 runs: 24 runs, ~2 h each on an AVX2-only EPYC
+    sjc eval --seeds 3 --jobs 2 --variants $v --reuse docs/toy-prior/wide/methods-seed-0-${v/:/-}.json \
+      --out docs/toy-prior/wide/methods-${v/:/-}; done
   for s in 100 200 300; do   # ~32 min each on an AVX2-only EPYC
     sjc prior check --data toyprior --seed $s --out docs/toy-prior/wide/check-seed-$s; done ;;&
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min

@@ -57,7 +57,7 @@ def cmd_eval(a) -> None:
     base = RunConfig(prompt="eval")
     apply_overrides(base, a)
     summary = run_eval(base, a.prompts or DEFAULT_EVAL_PROMPTS, a.variants or DEFAULT_VARIANTS,
-                       list(range(a.seeds)), Path(a.out), jobs=a.jobs)
+                       list(range(a.seeds)), Path(a.out), jobs=a.jobs, reuse=a.reuse or ())
     print(Path(f"{a.out}.md").read_text())   # a prefix, not a file name: "guidance-7.5" keeps its ".5"
     print(f"wrote {a.out}.md and .json ({len(summary)} cells)")
 
@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=int, default=1, help="seeds per cell (0 … n-1)")
     ev.add_argument("--jobs", type=int, default=1, help="parallel processes")
     ev.add_argument("--out", default="docs/eval", help="output path prefix for .md and .json")
+    ev.add_argument("--reuse", nargs="+", metavar="JSON",
+                    help="earlier evals' .json files: their cells made with the same settings are not trained again")
     add_config_flags(ev)
     ev.set_defaults(func=cmd_eval)
     s2 = sub.add_parser("sample2d", help="2D samples from a prior (Karras/EDM Heun sampler) as a PNG grid")

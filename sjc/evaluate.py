@@ -192,12 +192,13 @@ def markdown_table(summary: list[dict], variants: list[str]) -> str:
 
 
 def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], out_prefix, jobs: int = 1,
-             log=None) -> list[dict]:
+             log=None, reuse=()) -> list[dict]:
     """Run every cell (in `jobs` processes), write <out_prefix>.md and .json, return the summary.
 
     Each finished cell is appended to <out_prefix>.partial.jsonl at once, so an interrupted eval loses at most the
-    cells in flight: the same call again skips the cells already there (same configuration only). `log` gets one
-    progress line per cell (default: stderr).
+    cells in flight: the same call again skips the cells already there (same configuration only). Cells found in
+    the `reuse` files (earlier evals' .json, same configuration only) are taken from there, not trained again.
+    `log` gets one progress line per cell (default: stderr).
     """
     import json
     import sys
@@ -220,8 +221,14 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
     prepare_out_dir(out_prefix.parent)   # an unwritable --out fails now, not after every cell has trained
     threads = max(1, torch.get_num_threads() // max(jobs, 1))
     cells = [(base, p, v, s, threads) for p in prompts for v in variants for s in seeds]
+    keys = {c[1:4] for c in cells}
+    reused = {}
+    for path in reuse:   # read before any training, so a wrong file fails now
+        rows = {k: r for k, r in load_reused_rows(Path(path), base.to_dict()).items() if k in keys}
+        log(f"sjc eval: reusing {len(rows)} of {len(cells)} cells from {path}")
+        reused.update(rows)
     partial = Path(f"{out_prefix}.partial.jsonl")
-    done = load_partial_rows(partial, base.to_dict())
+    done = {**reused, **load_partial_rows(partial, base.to_dict())}
     todo = [c for c in cells if c[1:4] not in done]
     if len(todo) < len(cells):
         log(f"sjc eval: resuming {partial}: {len(cells) - len(todo)} of {len(cells)} cells already done")
@@ -280,6 +287,32 @@ def load_partial_rows(path, config: dict) -> dict:
         if isinstance(r, dict) and {"prompt", "variant", "seed"} <= r.keys():
             rows[(r["prompt"], r["variant"], r["seed"])] = r
     return rows
+
+
+def load_reused_rows(path, config: dict) -> dict:
+    """The cells of an earlier eval's .json made with this configuration: {(prompt, variant, seed): row}."""
+    import json
+
+    from .errors import SJCError
+
+    try:
+        data = json.loads(path.read_text())
+        rows = {(r["prompt"], r["variant"], r["seed"]): r for r in data["rows"]}
+        theirs = data["config"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SJCError(f"--reuse {path}: not the .json of an sjc eval ({type(e).__name__}: {e})") from None
+    differ = config_differences(theirs, json.loads(json.dumps(config)))
+    if differ:
+        raise SJCError(f"--reuse {path}: its cells were made with other settings ({', '.join(differ[:4])}"
+                       f"{', …' if len(differ) > 4 else ''}); give this eval the same flags to reuse them")
+    return rows
+
+
+def config_differences(a, b, prefix: str = "") -> list[str]:
+    """The dotted names of the fields where two nested configuration dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(a.keys() | b.keys()) for d in config_differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def die_with_parent() -> None:

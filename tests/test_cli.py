@@ -602,6 +602,42 @@ def test_eval_interrupted_keeps_finished_cells_and_resumes(capsys, tmp_path, mon
     assert_one_line_error(rc, err, "ev.partial.jsonl", "other settings")
 
 
+def test_eval_reuses_the_cells_of_an_earlier_eval_with_the_same_settings(capsys, tmp_path, monkeypatch):
+    import sjc.evaluate as sjc_evaluate
+
+    trained = []
+
+    def fake_cell(args):
+        _, prompt, variant, seed, _ = args
+        trained.append((prompt, variant, seed))
+        return {"prompt": prompt, "variant": variant, "seed": seed, "seconds": 1.0, "iou": 0.5 + seed / 10,
+                "psnr": 20.0 + seed + len(trained), "iou_rot": 0.5, "best_rotation": 0.0, "psnr_rot": 20.0}
+
+    monkeypatch.setattr(sjc_evaluate, "eval_cell", fake_cell)
+    prompts = ["--prompts", "a blue sphere", "a red cube", "--variants", "paas"]
+    rc, _, err = sjc(capsys, "eval", *prompts, *EVAL, "--out", tmp_path / "seed0")
+    assert rc == 0, err
+    first = json.loads((tmp_path / "seed0.json").read_text())["rows"]
+    trained.clear()
+    rc, _, err = sjc(capsys, "eval", *prompts, "--seeds", 2, *EVAL, "--out", tmp_path / "ev",
+                     "--reuse", tmp_path / "seed0.json")
+    assert rc == 0, err
+    assert "reusing 2 of 4 cells" in err and "2 of 4 cells already done" in err
+    assert trained == [("a blue sphere", "paas", 1), ("a red cube", "paas", 1)]   # seed 0 is not trained again
+    rows = json.loads((tmp_path / "ev.json").read_text())["rows"]
+    assert [(r["prompt"], r["seed"]) for r in rows] == [("a blue sphere", 0), ("a blue sphere", 1),
+                                                         ("a red cube", 0), ("a red cube", 1)]
+    assert [rows[0], rows[2]] == first   # the reused rows, as they were
+    # other settings, or a file that is not an eval's .json: one line, before any training
+    trained.clear()
+    for bad, hint in [(tmp_path / "seed0.json", "optim.steps"), (tmp_path / "seed0.md", "not the .json"),
+                      (tmp_path / "nothing.json", "not the .json")]:
+        rc, _, err = sjc(capsys, "eval", *prompts, "--seeds", 2, "--steps", 21, "--grid-size", "12",
+                         "--resolution", "8", "--out", tmp_path / "ev2", "--reuse", bad)
+        assert_one_line_error(rc, err, "--reuse", str(bad), hint)
+    assert trained == [] and not (tmp_path / "ev2.json").exists()
+
+
 @pytest.mark.parametrize("prompts,variants,hint", [
     (["a blue sphere"], ["paas", "paas:bogus"], "'bogus'"),
     (["a blue sphere", "a photo of a cat"], ["paas"], "a photo of a cat"),
