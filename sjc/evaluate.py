@@ -239,7 +239,7 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
         for k, row in enumerate(_run_cells(todo, jobs), 1):
             f.write(json.dumps(row) + "\n")
             f.flush()
-            done[(row["prompt"], row["variant"], row["seed"])] = row
+            done[cell_key(row)] = row
             eta = (time.perf_counter() - t0) / k * (len(todo) - k)
             log(f"[{len(cells) - len(todo) + k}/{len(cells)}] {row['prompt']} | {row['variant']} | seed {row['seed']}: "
                 f"IoU {row['iou']:.3f}, PSNR {row['psnr']:.2f} dB, {row['seconds']:.0f} s; ETA {eta / 60:.0f} min")
@@ -262,6 +262,21 @@ def write_tables(out_prefix, rows: list[dict], variants: list[str], config: dict
     return summary
 
 
+def cell_key(row: dict) -> tuple:
+    """The cell an eval row belongs to: (prompt, variant, seed)."""
+    return row["prompt"], row["variant"], row["seed"]
+
+
+def setting_differences(theirs, config: dict) -> str:
+    """'' when an earlier eval's stored config equals `config`, else its differing fields, e.g. 'optim.steps'."""
+    import json
+
+    if not isinstance(theirs, dict):
+        return "no settings stored"
+    differ = config_differences(theirs, json.loads(json.dumps(config)))   # through JSON: tuples become lists
+    return ", ".join(differ[:4]) + (", …" if len(differ) > 4 else "")
+
+
 def load_partial_rows(path, config: dict) -> dict:
     """The finished cells of an interrupted eval: {(prompt, variant, seed): row}; {} if there is none."""
     import json
@@ -275,9 +290,10 @@ def load_partial_rows(path, config: dict) -> dict:
         header = json.loads(lines[0])
     except json.JSONDecodeError:
         header = None
-    if not isinstance(header, dict) or header.get("config") != json.loads(json.dumps(config)):
-        raise SJCError(f"{path} holds cells of an eval with other settings: rerun with the same flags to "
-                       "resume it, or delete it to start over")
+    differ = setting_differences(header.get("config") if isinstance(header, dict) else None, config)
+    if differ:
+        raise SJCError(f"{path} holds cells of an eval with other settings ({differ}): rerun with the same flags "
+                       "to resume it, or delete it to start over")
     rows = {}
     for line in lines[1:]:
         try:
@@ -285,7 +301,7 @@ def load_partial_rows(path, config: dict) -> dict:
         except json.JSONDecodeError:   # a line cut short by the interruption
             continue
         if isinstance(r, dict) and {"prompt", "variant", "seed"} <= r.keys():
-            rows[(r["prompt"], r["variant"], r["seed"])] = r
+            rows[cell_key(r)] = r
     return rows
 
 
@@ -295,16 +311,18 @@ def load_reused_rows(path, config: dict) -> dict:
 
     from .errors import SJCError
 
+    if not path.is_file():
+        raise SJCError(f"--reuse {path}: no such file; give the .json an earlier sjc eval wrote")
     try:
         data = json.loads(path.read_text())
-        rows = {(r["prompt"], r["variant"], r["seed"]): r for r in data["rows"]}
+        rows = {cell_key(r): r for r in data["rows"]}
         theirs = data["config"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise SJCError(f"--reuse {path}: not the .json of an sjc eval ({type(e).__name__}: {e})") from None
-    differ = config_differences(theirs, json.loads(json.dumps(config)))
+    differ = setting_differences(theirs, config)
     if differ:
-        raise SJCError(f"--reuse {path}: its cells were made with other settings ({', '.join(differ[:4])}"
-                       f"{', …' if len(differ) > 4 else ''}); give this eval the same flags to reuse them")
+        raise SJCError(f"--reuse {path}: its cells were made with other settings ({differ}); "
+                       "give this eval the same flags to reuse them")
     return rows
 
 

@@ -596,10 +596,13 @@ def test_eval_interrupted_keeps_finished_cells_and_resumes(capsys, tmp_path, mon
     assert [(r["prompt"], r["seed"]) for r in data["rows"]] == [c[::2] for c in trained]
     assert data["summary"][1]["psnr"] == pytest.approx(20.5) and data["summary"][1]["iou_std"] == pytest.approx(0.05)
     assert not (tmp_path / "ev.partial.jsonl").exists()
-    # a partial file of other settings is not mixed in
-    (tmp_path / "ev.partial.jsonl").write_text('{"config": {"steps": 1}}\n')
-    rc, _, err = sjc(capsys, *args)
-    assert_one_line_error(rc, err, "ev.partial.jsonl", "other settings")
+    # a partial file of other settings is not mixed in; the error names the fields that differ
+    other = json.loads(json.dumps(data["config"]))
+    other["optim"]["steps"] += 1
+    for header, hint in [({"config": other}, "other settings (optim.steps)"), ({"config": {"steps": 1}}, "other settings (camera")]:
+        (tmp_path / "ev.partial.jsonl").write_text(json.dumps(header) + "\n")
+        rc, _, err = sjc(capsys, *args)
+        assert_one_line_error(rc, err, "ev.partial.jsonl", hint)
 
 
 def test_eval_reuses_the_cells_of_an_earlier_eval_with_the_same_settings(capsys, tmp_path, monkeypatch):
@@ -631,7 +634,7 @@ def test_eval_reuses_the_cells_of_an_earlier_eval_with_the_same_settings(capsys,
     # other settings, or a file that is not an eval's .json: one line, before any training
     trained.clear()
     for bad, hint in [(tmp_path / "seed0.json", "optim.steps"), (tmp_path / "seed0.md", "not the .json"),
-                      (tmp_path / "nothing.json", "not the .json")]:
+                      (tmp_path / "nothing.json", "no such file")]:
         rc, _, err = sjc(capsys, "eval", *prompts, "--seeds", 2, "--steps", 21, "--grid-size", "12",
                          "--resolution", "8", "--out", tmp_path / "ev2", "--reuse", bad)
         assert_one_line_error(rc, err, "--reuse", str(bad), hint)
