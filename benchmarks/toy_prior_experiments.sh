@@ -178,7 +178,7 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
   sjc eval --jobs 2 --variants oracle --out docs/toy-prior/wide/eval-oracle-epyc   # ~10 min
   for v in sds paas-plain naive paas:noview sds:noview; do   # the methods with it, seed 0, ~10 min each
     sjc eval --seeds 1 --jobs 2 --variants $v --out docs/toy-prior/wide/methods-seed-0-${v/:/-}; done
-  for v in sds paas-plain naive paas:noview sds:noview; do   # over seeds 0-2, reusing the loop's seed-0 runs: 24 runs, ~2 h each on an AVX2-only EPYC (the noview pair: not finished yet)
+  for v in sds paas-plain naive paas:noview sds:noview; do   # over seeds 0-2, reusing the loop's seed-0 runs: 24 runs, ~2 h each on an AVX2-only EPYC (sds:noview: not finished yet)
     sjc eval --seeds 3 --jobs 2 --variants $v --reuse docs/toy-prior/wide/methods-seed-0-${v/:/-}.json \
       --out docs/toy-prior/wide/methods-${v/:/-}; done
   for s in 100 200 300; do   # ~32 min each on an AVX2-only EPYC
