@@ -178,9 +178,19 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
   sjc eval --jobs 2 --variants oracle --out docs/toy-prior/wide/eval-oracle-epyc   # ~10 min
   for v in sds paas-plain naive paas:noview sds:noview; do   # the methods with it, seed 0, ~10 min each
     sjc eval --seeds 1 --jobs 2 --variants $v --out docs/toy-prior/wide/methods-seed-0-${v/:/-}; done
-  for v in sds paas-plain naive paas:noview sds:noview; do   # over seeds 0-2, reusing the loop's seed-0 runs: 24 runs, ~2 h each on an AVX2-only EPYC (sds:noview: not finished yet)
+  for v in sds paas-plain naive paas:noview sds:noview; do   # over seeds 0-2, reusing the loop's seed-0 runs: 24 runs, ~2 h each on an AVX2-only EPYC
     sjc eval --seeds 3 --jobs 2 --variants $v --reuse docs/toy-prior/wide/methods-seed-0-${v/:/-}.json \
       --out docs/toy-prior/wide/methods-${v/:/-}; done
+  python - <<'PY'   # the six in one table, PAAS from the main table: docs/toy-prior/wide/eval-methods.{md,json}
+import json
+from sjc.evaluate import write_tables
+W, variants = "docs/toy-prior/wide", ["paas", "sds", "paas-plain", "naive", "paas:noview", "sds:noview"]
+files = {"paas": "docs/eval.json", **{v: f"{W}/methods-{v.replace(':', '-')}.json" for v in variants[1:]}}
+rows = [r for f in files.values() for r in json.load(open(f))["rows"]]
+prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+rows = [r for p in prompts for v in variants for r in rows if r["prompt"] == p and r["variant"] == v]
+write_tables(f"{W}/eval-methods", rows, variants, json.load(open(files["sds"]))["config"], sources=files)
+PY
   for s in 100 200 300; do   # ~32 min each on an AVX2-only EPYC
     sjc prior check --data toyprior --seed $s --out docs/toy-prior/wide/check-seed-$s; done ;;&
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min
