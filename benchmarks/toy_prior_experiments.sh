@@ -98,17 +98,9 @@ polish | all)   # the appearance polish swept (at 1,000 SJC steps): 11 settings 
   python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 --emptiness-weight 1 ;;&
 methods | all)   # gradient forms and view prompts, 3 seeds, at the defaults but emptiness weight 1 (PAAS: emptiness/eval-emptiness-1, SDS: steps/eval-sds-2000)
   sjc eval --seeds 3 --jobs 2 --variants paas-plain naive paas:noview sds:noview "${E1[@]}" --out toyprior/methods-2000   # ~2 h
-  python - <<'PY'   # the six variants in one table: docs/eval-methods-12.{md,json}
-import json
-from sjc.evaluate import write_tables
-files = {"paas": "docs/toy-prior/emptiness/eval-emptiness-1.json", "sds": "docs/toy-prior/steps/eval-sds-2000.json", "rest": "toyprior/methods-2000.json"}
-rows = [r for f in files.values() for r in json.load(open(f))["rows"]]
-variants = ["paas", "sds", "paas-plain", "naive", "paas:noview", "sds:noview"]
-prompts = list(dict.fromkeys(r["prompt"] for r in rows))
-rows = [r for p in prompts for v in variants for r in rows if r["prompt"] == p and r["variant"] == v]
-write_tables("docs/eval-methods-12", rows, variants, json.load(open(files["rest"]))["config"],
-             sources={"paas": files["paas"], "sds": files["sds"]})
-PY
+  python benchmarks/merge_evals.py docs/eval-methods-12 \
+    --variants paas sds paas-plain naive paas:noview sds:noview \
+    --files docs/toy-prior/emptiness/eval-emptiness-1.json docs/toy-prior/steps/eval-sds-2000.json toyprior/methods-2000.json   # the six in one table
   # the same at 1,000 steps (PAAS itself: docs/toy-prior/steps/eval-1000), ~1.6 h
   sjc eval --seeds 3 --jobs 2 --variants paas-plain naive sds paas:noview sds:noview --steps 1000 "${E1[@]}" \
     --out docs/toy-prior/steps/eval-methods-12-1000 ;;&
@@ -181,16 +173,9 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
   for v in sds paas-plain naive paas:noview sds:noview; do   # over seeds 0-2, reusing the loop's seed-0 runs: 24 runs, ~2 h each on an AVX2-only EPYC
     sjc eval --seeds 3 --jobs 2 --variants $v --reuse docs/toy-prior/wide/methods-seed-0-${v/:/-}.json \
       --out docs/toy-prior/wide/methods-${v/:/-}; done
-  python - <<'PY'   # the six in one table, PAAS from the main table: docs/toy-prior/wide/eval-methods.{md,json}
-import json
-from sjc.evaluate import write_tables
-W, variants = "docs/toy-prior/wide", ["paas", "sds", "paas-plain", "naive", "paas:noview", "sds:noview"]
-files = {"paas": "docs/eval.json", **{v: f"{W}/methods-{v.replace(':', '-')}.json" for v in variants[1:]}}
-rows = [r for f in files.values() for r in json.load(open(f))["rows"]]
-prompts = list(dict.fromkeys(r["prompt"] for r in rows))
-rows = [r for p in prompts for v in variants for r in rows if r["prompt"] == p and r["variant"] == v]
-write_tables(f"{W}/eval-methods", rows, variants, json.load(open(files["sds"]))["config"], sources=files)
-PY
+  python benchmarks/merge_evals.py docs/toy-prior/wide/eval-methods \
+    --variants paas sds paas-plain naive paas:noview sds:noview \
+    --files docs/eval.json docs/toy-prior/wide/methods-{sds,paas-plain,naive,paas-noview,sds-noview}.json   # PAAS: the main table
   for s in 100 200 300; do   # ~32 min each on an AVX2-only EPYC
     sjc prior check --data toyprior --seed $s --out docs/toy-prior/wide/check-seed-$s; done ;;&
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min
