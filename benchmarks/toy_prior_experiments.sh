@@ -177,9 +177,13 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
     --variants paas sds paas-plain naive paas:noview sds:noview \
     --files docs/eval.json docs/toy-prior/wide/methods-{sds,paas-plain,naive,paas-noview,sds-noview}.json   # PAAS: the main table
   for s in 100 200 300; do   # ~32 min each on an AVX2-only EPYC
-    sjc prior check --data toyprior --seed $s --out docs/toy-prior/wide/check-seed-$s; done ;;&
-toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min
-  sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json ;;&
+    sjc prior check --data toyprior --seed $s --out docs/toy-prior/wide/check-seed-$s; done
+  # seed 0 of the main table with the channels-last U-Net (the CPU default since 2026-12-05), ~42 min on an AVX2-only EPYC
+  sjc eval --seeds 1 --jobs 2 --variants paas --out docs/toy-prior/wide/eval-seed-0-channels-last ;;&
+toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min; the U-Net layout, ~6 min
+  sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json
+  for t in 1 2; do   # the U-Net layout, NCHW vs channels-last, ~3 min each
+    sjc bench unet --threads $t --out docs/bench/unet_layout_cpu_${t}thread$([ $t = 1 ] || echo s).json; done ;;&
 renderer | all)   # issue 6: fast vs dense renderer over whole runs, the sweep, and eval with the dense renderer
   sjc bench --threads 2 --out docs/bench/renderer_cpu.json   # its toy cell was measured at 1,000 steps and emptiness weight 1 (today's: toy-bench)
   sjc bench sweep --threads 2 --plot docs/images/renderer-sweep.png --out docs/bench/renderer_sweep.json

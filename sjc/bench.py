@@ -85,6 +85,40 @@ def bench_sd(device: str = "cuda", steps: int = 20, repeats: int = 3, full_size:
     return result
 
 
+# ------------------------------------------------------------------------------------ U-Net layout suite
+def bench_unet_layout(prompt: str = "a blue mug", calls: int = 40, steps: int = 40, repeats: int = 5) -> dict:
+    """The shipped toy prior in the default (NCHW) and the channels-last layout: its guided U-Net call and
+    whole default SJC steps, interleaved in one process (median over repeats)."""
+    from .priors.text_unet import PixelTextPrior
+
+    layouts = {"contiguous": False, "channels_last": True}
+    priors = {k: PixelTextPrior(channels_last=v) for k, v in layouts.items()}
+    cond = priors["contiguous"].encode(prompt)
+    x, t = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([500.0])
+    runs = {k: build_run(RunConfig(prompt=prompt), prior=p) for k, p in priors.items()}
+    result = {"machine": _machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "prompt": prompt, "calls": calls, "steps": steps, "repeats": repeats,
+              "max_abs_difference": (priors["contiguous"].model_output(x, t, cond, 2.0)
+                                     - priors["channels_last"].model_output(x, t, cond, 2.0)).abs().max().item()}
+    per_call = {k: [] for k in layouts}
+    per_step = {k: [] for k in layouts}
+    for _ in range(repeats):
+        for k, prior in priors.items():
+            prior.model_output(x, t, cond, 2.0)   # warm
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                prior.model_output(x, t, cond, 2.0)
+            per_call[k].append((time.perf_counter() - t0) / calls)
+            per_step[k].append(time_steps(runs[k], steps)["seconds_per_step"])
+    for k in layouts:
+        result[k] = {"seconds_per_call": statistics.median(per_call[k]),
+                     "seconds_per_step": statistics.median(per_step[k])}
+    for what in ("call", "step"):
+        key = f"seconds_per_{what}"
+        result[f"{what}_speedup"] = result["contiguous"][key] / result["channels_last"][key]
+    return result
+
+
 # ------------------------------------------------------------------------------------ renderer suite
 class FixedTargetPrior(Prior):
     """A fixed-cost stand-in for a diffusion model: D(z, σ) = one fixed target image (a centred disc).

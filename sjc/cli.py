@@ -95,6 +95,9 @@ def cmd_bench(a) -> None:
         from .bench import bench_sd
         res = bench_sd(a.device, steps=a.steps or 20, repeats=a.repeats, full_size=not a.tiny,
                        latent=a.latent, grid=a.grid)
+    elif a.suite == "unet":
+        from .bench import bench_unet_layout
+        res = {"unet": bench_unet_layout(calls=a.steps or 40, steps=a.steps or 40, repeats=a.repeats)}
     elif a.suite == "sweep":
         from .bench import plot_sweep, sweep_renderers
         res = {"sweep": sweep_renderers(rounds=a.repeats, steps=a.steps or 300)}
@@ -370,14 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     p2.add_argument("--out", default="paas2d.png")
     p2.set_defaults(func=cmd_paas2d)
 
-    b = sub.add_parser("bench", help="time SJC steps: the fast vs the dense renderer (default), or the SD prior")
-    b.add_argument("suite", nargs="?", default="renderer", choices=["renderer", "sweep", "sd"],
+    b = sub.add_parser("bench", help="time SJC steps: the fast vs the dense renderer (default), the SD prior, or the U-Net layout")
+    b.add_argument("suite", nargs="?", default="renderer", choices=["renderer", "sweep", "sd", "unet"],
                    help="renderer: both renderers over a whole run at named configurations; sweep: step time "
-                        "against grid size and resolution; sd: the optimised vs fp32 SD step")
+                        "against grid size and resolution; sd: the optimised vs fp32 SD step; unet: the toy "
+                        "prior's U-Net call and SJC step in the default vs the channels-last layout")
     b.add_argument("--configs", nargs="+", default=["sd", "toy"], choices=["sd", "toy"],
                    help="renderer suite: the reference SD configuration (stand-in prior) and the toy default")
     b.add_argument("--device", default="cuda" if _cuda() else "cpu", help="sd suite only")
-    b.add_argument("--steps", type=int, help="renderer: optimisation steps of the run (default per config); sd: timed steps")
+    b.add_argument("--steps", type=int, help="renderer: optimisation steps of the run (default per config); sd: timed steps; unet: timed steps and U-Net calls")
     b.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     b.add_argument("--threads", type=int, help="torch CPU threads")
     b.add_argument("--grid", type=int, default=100)

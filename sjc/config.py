@@ -109,6 +109,7 @@ class ModelConfig:
     attention_slicing: bool = False     # lower peak memory on small cards
     offload: bool = False               # keep the text encoder and VAE on the CPU (only the U-Net on the GPU)
     compile: Optional[bool] = None      # torch.compile the U-Net with CUDA graphs (None: on CUDA only)
+    channels_last: Optional[bool] = None  # U-Net in the channels-last memory layout (None: on the CPU only)
 
 
 @dataclass

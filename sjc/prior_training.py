@@ -273,7 +273,8 @@ def write_samples(path: Path, unet, text_encoder, tokenizer, scheduler, steps: i
     from .priors.text_unet import PixelTextPrior
     from .sample2d import heun_sample
 
-    prior = PixelTextPrior(components=(unet, None, text_encoder, tokenizer, scheduler))
+    # The EMA weights stay in the default layout: they are averaged into and saved (safetensors wants contiguous).
+    prior = PixelTextPrior(components=(unet, None, text_encoder, tokenizer, scheduler), channels_last=False)
     g = torch.Generator().manual_seed(seed)
     imgs = torch.cat([heun_sample(prior, 1, steps, 0.02, 80.0, p, None, g) for p in SAMPLE_PROMPTS])
     return save_image(path, imgs, scale=2, ncol=len(SAMPLE_PROMPTS) // 2)

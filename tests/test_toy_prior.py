@@ -358,6 +358,38 @@ def test_builtin_prior_takes_one_prompt_per_image(builtin):
         assert torch.allclose(builtin.D(x, sigma, cond, g), alone, atol=1e-5)
 
 
+def test_builtin_prior_runs_channels_last_on_the_cpu_and_denoises_as_the_default_layout(builtin):
+    """On the CPU the U-Net runs channels-last (faster convolutions); D(x, σ) is the NCHW one to float rounding."""
+    from sjc.config import RunConfig
+    from sjc.priors import load_prior
+    assert builtin.channels_last
+    w = builtin.unet.conv_in.weight
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    cfg = RunConfig(prompt="a red cube")
+    cfg.model.channels_last = False   # --no-channels-last
+    plain = load_prior(cfg)
+    assert not plain.channels_last and plain.unet.conv_in.weight.is_contiguous()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cond = builtin.cond("front view of a red cube")
+    for sigma in (0.3, 5.0):
+        for g in (1.0, 2.0):
+            d = builtin.D(x * sigma, torch.tensor(sigma), cond, g)
+            assert d.is_contiguous()   # the rest of the method sees the default layout
+            assert torch.allclose(d, plain.D(x * sigma, torch.tensor(sigma), cond, g), rtol=0, atol=1e-5)
+
+
+def test_bench_unet_compares_the_two_layouts_in_one_process(tmp_path):
+    out = tmp_path / "unet.json"
+    main(["bench", "unet", "--steps", "2", "--repeats", "1", "--out", str(out)])
+    res = json.loads(out.read_text())["unet"]
+    assert res["calls"] == res["steps"] == 2 and res["repeats"] == 1
+    assert 0 <= res["max_abs_difference"] < 1e-4   # the same denoiser, rounded differently
+    for layout in ("contiguous", "channels_last"):
+        assert res[layout]["seconds_per_call"] > 0 and res[layout]["seconds_per_step"] > 0
+    assert res["step_speedup"] == pytest.approx(res["contiguous"]["seconds_per_step"]
+                                                / res["channels_last"]["seconds_per_step"])
+
+
 def test_builtin_prior_rejects_words_it_never_saw(builtin):
     with pytest.raises(SJCError, match="not a toy-world prompt"):
         builtin.cond("a photo of a cat")

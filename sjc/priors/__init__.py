@@ -43,13 +43,13 @@ def load_prior(cfg, device="cpu") -> Prior:
     m = cfg.model
     if name == "toy":   # the shipped learned prior unless --model names another pixel-space text U-Net
         from .text_unet import PixelTextPrior
-        return PixelTextPrior(m.model, device, half=m.half)
+        return PixelTextPrior(m.model, device, half=m.half, channels_last=m.channels_last)
     if not cfg.model.model:
         raise SJCError(f"prior {name!r} needs weights: pass --model <diffusers folder, cached Hub id or .safetensors>")
     if name == "sd":
         from .stable_diffusion import StableDiffusionPrior
         return StableDiffusionPrior(m.model, device, m.model_config, m.half, m.attention_slicing, m.offload,
-                                    compile=m.compile)
+                                    compile=m.compile, channels_last=m.channels_last)
     from .unet2d import UNet2DPrior
     return UNet2DPrior(m.model, device, m.half)
 

@@ -30,14 +30,14 @@ class StableDiffusionPrior(TextUNetPrior):
 
     def __init__(self, model: str, device="cpu", model_config: Optional[str] = None, half: Optional[bool] = None,
                  attention_slicing: bool = False, offload: bool = False, components=None,
-                 compile: Optional[bool] = None):
+                 compile: Optional[bool] = None, channels_last: Optional[bool] = None):
         device = torch.device(device)
         half = (device.type == "cuda") if half is None else half
         dtype = torch.float16 if half else torch.float32
         unet, vae, text_encoder, tokenizer, scheduler = components or load_sd_components(model, model_config, dtype)
         aux = torch.device("cpu") if offload else device   # text encoder and VAE run rarely
         super().__init__(unet, text_encoder, tokenizer, scheduler, device, dtype, text_device=aux,
-                         compile=compile if compile is not None else device.type == "cuda")
+                         compile=compile if compile is not None else device.type == "cuda", channels_last=channels_last)
         self.vae = vae.to(aux, torch.float32).eval().requires_grad_(False)
         if attention_slicing:
             self.unet.set_attention_slice("auto")

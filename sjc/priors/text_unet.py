@@ -65,11 +65,16 @@ class TextUNetPrior(VPDenoiserPrior):
     text_conditioned = True
 
     def __init__(self, unet, text_encoder, tokenizer, scheduler, device, dtype=torch.float32, text_device=None,
-                 compile: bool = False):
+                 compile: bool = False, channels_last: Optional[bool] = None):
         super().__init__(scheduler.alphas_cumprod, device)
         self.device = torch.device(device)
         self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
         unet = unet.to(self.device) if unet.dtype == dtype else unet.to(self.device, dtype)
+        # On the CPU oneDNN's convolutions run faster on channels-last (NHWC) tensors: the toy prior's guided
+        # call 108 → 88 ms with 2 threads (`sjc bench unet`). Converting changes the weights' layout in place.
+        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
+        if self.channels_last:
+            unet = unet.to(memory_format=torch.channels_last)
         self.unet = unet.eval().requires_grad_(False)
         self.text_encoder = text_encoder.to(text_device or self.device).eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -105,14 +110,17 @@ class TextUNetPrior(VPDenoiserPrior):
         return classifier_free_guidance(out[:b], out[b:], guidance)
 
     def _call(self, x, t, emb) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         try:
-            return self._unet_fn(x, t, encoder_hidden_states=emb).sample.float()
+            out = self._unet_fn(x, t, encoder_hidden_states=emb).sample
         except Exception as e:   # a compiler failure must not end the run: fall back to eager once
             if self._unet_fn is self.unet:
                 raise
             print(f"sjc: warning: torch.compile failed ({str(e).splitlines()[0][:100]}); running the U-Net eagerly")
             self._unet_fn = self.unet
-            return self.unet(x, t, encoder_hidden_states=emb).sample.float()
+            out = self.unet(x, t, encoder_hidden_states=emb).sample
+        return out.float().contiguous()   # the rest of the method sees the default layout
 
 
 class PixelTextPrior(TextUNetPrior):
@@ -129,12 +137,13 @@ class PixelTextPrior(TextUNetPrior):
     sampling_guidance = 3.0   # Heun samples, the 2D check and the 2D PAAS experiment (docs/toy-prior/check.md)
     sigma_range = (1.0, 10.0)
 
-    def __init__(self, model: Optional[str] = None, device="cpu", components=None, half: Optional[bool] = None):
+    def __init__(self, model: Optional[str] = None, device="cpu", components=None, half: Optional[bool] = None,
+                 channels_last: Optional[bool] = None):
         device = torch.device(device)
         dtype = torch.float16 if (half if half is not None else False) else torch.float32
         unet, _, text_encoder, tokenizer, scheduler = components or load_text_unet_components(
             str(model or BUILTIN_TOY_MODEL), dtype=dtype)
-        super().__init__(unet, text_encoder, tokenizer, scheduler, device, dtype)
+        super().__init__(unet, text_encoder, tokenizer, scheduler, device, dtype, channels_last=channels_last)
         self.builtin = model is None and components is None
         self.channels = self.unet.config.in_channels
         size = self.unet.config.sample_size
