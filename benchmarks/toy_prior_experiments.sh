@@ -179,7 +179,9 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
   for s in 100 200 300; do   # ~32 min each on an AVX2-only EPYC
     sjc prior check --data toyprior --seed $s --out docs/toy-prior/wide/check-seed-$s; done
   # seed 0 of the main table with the channels-last U-Net (the CPU default since 2026-12-05), ~42 min on an AVX2-only EPYC
-  sjc eval --seeds 1 --jobs 2 --variants paas --out docs/toy-prior/wide/eval-seed-0-channels-last ;;&
+  sjc eval --seeds 1 --jobs 2 --variants paas --out docs/toy-prior/wide/eval-seed-0-channels-last
+  sjc eval --prompts "a green cone" "a cyan cone" --seeds 1 --jobs 2 --variants paas --elev-min -20 \
+    --out docs/toy-prior/wide/probe-cones-elev-min-20 ;;&   # cameras down to -20 degrees, ~9 min
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min; the U-Net layout, ~6 min
   sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json
   for t in 1 2; do   # the U-Net layout, NCHW vs channels-last, ~3 min each
