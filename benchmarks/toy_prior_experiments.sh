@@ -181,7 +181,20 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
   # seed 0 of the main table with the channels-last U-Net (the CPU default since 2026-12-05), ~42 min on an AVX2-only EPYC
   sjc eval --seeds 1 --jobs 2 --variants paas --out docs/toy-prior/wide/eval-seed-0-channels-last
   sjc eval --prompts "a green cone" "a cyan cone" --seeds 1 --jobs 2 --variants paas --elev-min -20 \
-    --out docs/toy-prior/wide/probe-cones-elev-min-20 ;;&   # cameras down to -20 degrees, ~9 min
+    --out docs/toy-prior/wide/probe-cones-elev-min-20   # cameras down to -20 degrees, ~9 min
+  # 2026-12-06, a 2-core Intel Xeon with AMX: the check with the 32 view prompts (~41 min), the first 300 training
+  # steps (~5.5 min; peak RSS from /usr/bin/time -v), seed 0 of the main table again (~25 min), three probes (~21 min)
+  sjc prior check --data toyprior --view all --n 1 --out docs/toy-prior/wide/check-views
+  sjc prior train --data toyprior --out toyprior/first-300 --threads 2 --stop-after 300
+  cp toyprior/first-300/loss.csv docs/toy-prior/wide/loss-first-300-xeon-amx.csv
+  sjc eval --seeds 1 --jobs 2 --variants paas --out docs/toy-prior/wide/eval-seed-0-xeon-amx
+  MC=("a green cone" "a cyan cone" "a blue mug" "an orange mug")
+  sjc eval --prompts "${MC[@]}" --seeds 1 --jobs 2 --variants paas --density-shift -2 \
+    --out docs/toy-prior/wide/probe-mugs-cones-density-shift-2
+  sjc eval --prompts "${MC[@]}" --seeds 1 --jobs 2 --variants paas --guidance-scale 3 \
+    --out docs/toy-prior/wide/probe-mugs-cones-guidance-3
+  sjc eval --prompts "a blue mug" "an orange mug" --seeds 1 --jobs 2 --variants paas --elev-min 45 \
+    --out docs/toy-prior/wide/probe-mugs-elev-min-45 ;;&
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min; the U-Net layout, ~6 min
   sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json
   sjc bench unet --threads 2 --out docs/bench/unet_layout_cpu_2threads.json   # the U-Net layout, NCHW vs channels-last, ~3 min each
