@@ -9,6 +9,8 @@ from .config import RunConfig, add_config_flags, apply_overrides
 from .errors import SJCError
 
 DEFAULT_PROMPT = "a blue sphere"
+# Run settings that `sjc eval` sets per cell (method, seed) or never uses (it writes no run folder): no flags there.
+EVAL_FIXED_FIELDS = ("method", "seed", "out_dir", "ckpt_every", "preview_every", "video", "mesh", "overwrite")
 
 
 def cmd_generate(a) -> None:
@@ -52,6 +54,8 @@ def cmd_export(a) -> None:
 def cmd_eval(a) -> None:
     from .evaluate import DEFAULT_EVAL_PROMPTS, DEFAULT_VARIANTS, run_eval
 
+    if a.seed is not None:
+        raise SJCError(f"sjc eval runs seeds 0 … N−1 of every cell: give --seeds N, not --seed {a.seed}")
     if a.seeds < 1 or a.jobs < 1:
         raise SJCError(f"--seeds and --jobs must be at least 1, got {a.seeds} and {a.jobs}")
     base = RunConfig(prompt="eval")
@@ -70,8 +74,9 @@ def cmd_sample2d(a) -> None:
     from .sample2d import heun_sample
     from .train import resolve_device
 
-    if a.n < 1 or a.steps < 1 or a.scale < 1:
-        raise SJCError(f"--n, --steps and --scale must be positive, got {a.n}, {a.steps} and {a.scale}")
+    if a.n < 1 or a.steps < 1 or a.scale < 1 or (a.resolution is not None and a.resolution < 1):
+        raise SJCError(f"--n, --steps, --scale and --resolution must be positive, got {a.n}, {a.steps}, {a.scale} "
+                       f"and {a.resolution}")
     if (a.sigma_min is not None and a.sigma_min <= 0) or (a.sigma_max is not None and a.sigma_max <= (a.sigma_min or 0)):
         raise SJCError(f"need 0 < --sigma-min < --sigma-max, got {a.sigma_min} and {a.sigma_max}")
     check_writable(Path(a.out))
@@ -89,11 +94,26 @@ def cmd_bench(a) -> None:
 
     import torch
 
+    from .train import resolve_device
+
+    if (a.threads is not None and a.threads < 1) or a.repeats < 1 or (a.steps is not None and a.steps < 1):
+        raise SJCError(f"need positive --threads, --repeats and --steps, got {a.threads}, {a.repeats} and {a.steps}")
+    device = str(resolve_device(a.device)) if a.suite == "sd" else a.device
+    if a.plot:   # fail before the sweep, not after it
+        if a.suite != "sweep":
+            raise SJCError(f"--plot is for the sweep suite only (this is {a.suite})")
+        check_writable(Path(a.plot), "--plot")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SJCError("--plot needs matplotlib, which is not installed: pip install matplotlib") from None
+    if a.out:
+        check_writable(Path(a.out))
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.suite == "sd":
         from .bench import bench_sd
-        res = bench_sd(a.device, steps=a.steps or 20, repeats=a.repeats, full_size=not a.tiny,
+        res = bench_sd(device, steps=a.steps or 20, repeats=a.repeats, full_size=not a.tiny,
                        latent=a.latent, grid=a.grid)
     elif a.suite == "unet":
         from .bench import bench_unet_layout
@@ -108,7 +128,6 @@ def cmd_bench(a) -> None:
         res = {"renderer": [bench_renderers(c, a.steps, rounds=a.repeats) for c in a.configs]}
     text = json.dumps(res, indent=2)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(text + "\n")
     print(text)
 
@@ -142,6 +161,13 @@ def cmd_prior_train(a) -> None:
     cfg = _dataclass_from(TrainConfig, a)
     if cfg.steps < 1 or cfg.batch < 1 or cfg.lr <= 0:
         raise SJCError(f"need positive --steps, --batch and --lr, got {cfg.steps}, {cfg.batch} and {cfg.lr}")
+    if min(cfg.checkpoint_every, cfg.sample_every, cfg.log_every) < 1 or cfg.warmup < 0 or cfg.threads < 0:
+        raise SJCError(f"need positive --checkpoint-every, --sample-every and --log-every, and --warmup and --threads "
+                       f">= 0, got {cfg.checkpoint_every}, {cfg.sample_every}, {cfg.log_every}, {cfg.warmup} and "
+                       f"{cfg.threads}")
+    if not (0 <= cfg.ema_decay < 1 and 0 <= cfg.cond_dropout <= 1 and 0 <= cfg.view_caption <= 1):
+        raise SJCError(f"need 0 <= --ema-decay < 1 and --cond-dropout, --view-caption in [0, 1], got {cfg.ema_decay}, "
+                       f"{cfg.cond_dropout} and {cfg.view_caption}")
     if cfg.timestep_power <= 0:
         raise SJCError(f"--timestep-power must be positive (1 = uniform timesteps), got {cfg.timestep_power}")
     if cfg.precision not in ("float32", "bfloat16") or cfg.weights_dtype not in ("float32", "float16"):
@@ -236,6 +262,9 @@ def cmd_paas2d(a) -> None:
     prior = _toy_prior(a.model)
     clf = NearestRender(**{k: v for k, v in load_dataset(Path(a.data)).items() if k in ("shaded", "background")}) \
         if a.data else None
+    if clf is not None:   # labelling needs toy-world prompts: a bad one fails now, not after the others' runs
+        from . import toyworld
+        truths = {p: toyworld.parse_prompt(p)[1] for p in a.prompts}
     imgs, rows = [], []
     for prompt in a.prompts:
         for method in a.methods:
@@ -243,8 +272,7 @@ def cmd_paas2d(a) -> None:
             imgs.append(x)
             row = {"prompt": prompt, "method": method}
             if clf is not None:
-                from . import toyworld
-                obj = toyworld.parse_prompt(prompt)[1]
+                obj = truths[prompt]
                 s, c, err = clf.classify(x)
                 row.update(right=bool(list(toyworld.SHAPES)[s] == obj.shape and list(toyworld.COLOURS)[c] == obj.colour),
                            nearest_rmse=round(float(err), 4))
@@ -254,10 +282,10 @@ def cmd_paas2d(a) -> None:
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
-def check_writable(path: Path) -> None:
-    """Fail now, with one line, if an output file's folder cannot be written."""
+def check_writable(path: Path, flag: str = "--out") -> None:
+    """Fail now, with one line naming `flag`, if an output file's folder cannot be written."""
     from .pipeline import prepare_out_dir
-    prepare_out_dir(path.parent if str(path.parent) else Path("."))
+    prepare_out_dir(path.parent if str(path.parent) else Path("."), flag)
 
 
 def _report(out_dir: Path, metrics: dict) -> None:
@@ -307,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="docs/eval", help="output path prefix for .md and .json")
     ev.add_argument("--reuse", nargs="+", metavar="JSON",
                     help="earlier evals' .json files: their cells made with the same settings are not trained again")
-    add_config_flags(ev)
+    add_config_flags(ev, exclude=EVAL_FIXED_FIELDS)
+    ev.add_argument("--seed", type=int, help=argparse.SUPPRESS)   # caught: argparse would read it as --seeds
     ev.set_defaults(func=cmd_eval)
     s2 = sub.add_parser("sample2d", help="2D samples from a prior (Karras/EDM Heun sampler) as a PNG grid")
     s2.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)

@@ -167,6 +167,8 @@ class RunConfig:
     def check_types(self, where: str = "config") -> "RunConfig":
         """Every leaf holds a value of its declared type (None where Optional)."""
         kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise SJCError(f"{where}: prompt must be text, got {self.prompt!r}")
         for section, f in iter_fields(self):
             value = getattr(getattr(self, section) if section else self, f.name)
             ftype = str(f.type)
@@ -183,7 +185,7 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         """Reject bad values with one actionable line each."""
         self.check_types()
-        if not self.prompt or not self.prompt.strip():
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise SJCError("the prompt is empty: give a text prompt, e.g. sjc generate \"a blue sphere\"")
         checks = [
             (self.field.grid_size, "--grid-size"), (self.optim.steps, "--steps"),
@@ -272,11 +274,14 @@ def field_comments() -> dict[str, str]:
     return {m.group(1): m.group(2) for m in re.finditer(r"^    (\w+): [^#\n]+#\s*(.+)$", src, re.M)}
 
 
-def add_config_flags(parser, defaults: Optional[RunConfig] = None) -> None:
-    """Add one flag per config field; the default None means 'not given on the command line'."""
+def add_config_flags(parser, defaults: Optional[RunConfig] = None, exclude: tuple[str, ...] = ()) -> None:
+    """Add one flag per config field (but those named in `exclude`); the default None means 'not given on the
+    command line'."""
     defaults = defaults or RunConfig()
     comments = field_comments()
     for section, f in iter_fields(defaults):
+        if f.name in exclude:
+            continue
         default = getattr(getattr(defaults, section) if section else defaults, f.name)
         ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         shown = "see above" if default is None else default

@@ -218,7 +218,7 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
         for v in variants:
             variant_config(base, p, v, 0)
     out_prefix = Path(out_prefix)
-    prepare_out_dir(out_prefix.parent)   # an unwritable --out fails now, not after every cell has trained
+    prepare_out_dir(out_prefix.parent, "--out")   # an unwritable --out fails now, not after every cell has trained
     threads = max(1, torch.get_num_threads() // max(jobs, 1))
     cells = [(base, p, v, s, threads) for p in prompts for v in variants for s in seeds]
     keys = {c[1:4] for c in cells}

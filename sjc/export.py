@@ -93,6 +93,8 @@ def extract_mesh(density, level: float, colour_fn=None) -> trimesh.Trimesh:
     density = np.asarray(density, dtype=np.float32)
     if density.ndim != 3 or len(set(density.shape)) != 1:
         raise ValueError(f"expected an (N,N,N) density grid, got {density.shape}")
+    if not math.isfinite(level):
+        raise SJCError(f"the surface level must be a finite density, got {level}: give a number to sjc export --level")
     lo, hi = float(density.min()), float(density.max())
     if hi < level:
         raise SJCError(

@@ -32,8 +32,9 @@ def out_dir_for(cfg: RunConfig) -> Path:
     return Path(cfg.output.out_dir) if cfg.output.out_dir else Path("outputs") / slugify(cfg.prompt)
 
 
-def prepare_out_dir(path: Path) -> Path:
-    """Create the run folder and prove it is writable, or fail with one actionable line."""
+def prepare_out_dir(path: Path, flag: Optional[str] = "--out-dir") -> Path:
+    """Create an output folder and prove it is writable, or fail with one actionable line (naming `flag`, the
+    option that chooses the folder; None where none does)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)   # only sjc's own temporary names
@@ -41,7 +42,8 @@ def prepare_out_dir(path: Path) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise SJCError(f"cannot write to the output folder {path}: {e.strerror or e}; choose another with --out-dir") from None
+        fix = f"choose another with {flag}" if flag else "make it writable"
+        raise SJCError(f"cannot write to the output folder {path}: {e.strerror or e}; {fix}") from None
     return path
 
 
@@ -171,6 +173,6 @@ def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None) ->
         run.cfg.optim.steps = steps
         run.cfg.validate()
         run.cfg.save(run_dir / CONFIG_NAME)
-    prepare_out_dir(run_dir)
+    prepare_out_dir(run_dir, None)
     train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir))
     return run_dir, finalize(run, run_dir)

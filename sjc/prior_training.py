@@ -88,7 +88,7 @@ def build_dataset(cfg: DatasetConfig, out: Path, progress: bool = True) -> Path:
 def load_dataset(path: Path) -> dict:
     """A dataset written by build_dataset (a folder or the .pt file)."""
     path = Path(path)
-    path = path / "dataset.pt" if path.is_dir() else path
+    path = path / "dataset.pt" if path.is_dir() or path.suffix != ".pt" else path   # a folder, made or not yet
     if not path.is_file():
         raise SJCError(f"no toy-world dataset at {path}: build one with `sjc prior dataset --out {path.parent}`")
     try:
@@ -202,7 +202,7 @@ class TrainConfig:
     steps: int = 7000
     batch: int = 64
     lr: float = 5e-4
-    warmup: int = 200
+    warmup: int = 200             # steps of linear learning-rate warm-up (0: none), then a cosine decay to 0
     ema_decay: float = 0.999
     cond_dropout: float = 0.1     # share of empty captions (classifier-free guidance)
     view_caption: float = 0.8     # share of the remaining captions with a view prefix
@@ -352,7 +352,7 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     unet, text_encoder, tokenizer, scheduler = build_model(model_cfg, out / "tokenizer", cfg.seed)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / cfg.warmup)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / max(cfg.warmup, 1))
                                               * 0.5 * (1 + math.cos(math.pi * min(i, cfg.steps) / cfg.steps)))
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     g = torch.Generator().manual_seed(cfg.seed)

@@ -736,3 +736,98 @@ def test_eval_workers_end_when_the_eval_is_killed(tmp_path):
     else:
         os.kill(worker, 9)
         pytest.fail("the worker outlived its killed parent")
+
+
+# ---------------------------------------------------------------------------------------------- review fixes, 2026-12-06
+def test_a_config_whose_prompt_is_not_text_is_one_line_error(capsys, tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps({"prompt": 5}))
+    rc, _, err = sjc(capsys, "generate", "--config", tmp_path / "p.json", *TINY, "--steps", 2, *NO_OUTPUTS,
+                     "--out-dir", tmp_path / "run")
+    assert_one_line_error(rc, err, "prompt must be text", "5")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_export_level_must_be_finite(capsys, tiny_run, value):
+    rc, _, err = sjc(capsys, "export", tiny_run[0], "--format", "obj", f"--level={value}")
+    assert_one_line_error(rc, err, "finite", "--level")
+    assert not (tiny_run[0] / "mesh.obj").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-4"])
+def test_sample2d_bad_resolution(capsys, tmp_path, value):
+    rc, _, err = sjc(capsys, "sample2d", "a red cube", "--prior", "closed-form", f"--resolution={value}", "--n", 1,
+                     "--steps", 1, "--out", tmp_path / "s.png")
+    assert_one_line_error(rc, err, "--resolution", value)
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_an_unwritable_output_names_the_commands_own_flag(capsys, tmp_path):
+    from sjc.errors import SJCError
+    from sjc.pipeline import prepare_out_dir
+
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = sjc(capsys, "prior", "dataset", "--views", 1, "--out", tmp_path / "afile" / "data")
+    assert_one_line_error(rc, err, "cannot write", "choose another with --out")
+    assert "--out-dir" not in err
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 2, "--out-dir", tmp_path / "afile" / "r")
+    assert_one_line_error(rc, err, "cannot write", "choose another with --out-dir")
+    with pytest.raises(SJCError, match="make it writable$"):   # a resumed run's folder is not the user's choice
+        prepare_out_dir(tmp_path / "afile" / "r", None)
+
+
+@pytest.mark.parametrize("flags", [["--method", "sds"], ["--no-video"], ["--no-mesh"],
+                                   ["--out-dir", "x"], ["--ckpt-every", "5"], ["--preview-every", "5"],
+                                   ["--overwrite"]])
+def test_eval_has_no_flags_for_settings_it_sets_per_cell_or_never_uses(capsys, tmp_path, flags):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--prompts", "a blue sphere", "--variants", "paas", *EVAL, *flags, "--out", str(tmp_path / "ev")])
+    assert e.value.code == 2
+    assert "unrecognized arguments: " + flags[0] in capsys.readouterr().err
+    assert not (tmp_path / "ev.md").exists()
+
+
+def test_eval_seed_is_not_read_as_seeds(capsys, tmp_path, monkeypatch):
+    import sjc.evaluate as sjc_evaluate
+
+    monkeypatch.setattr(sjc_evaluate, "eval_cell", lambda *a: pytest.fail("trained with --seed"))
+    rc, _, err = sjc(capsys, "eval", "--prompts", "a blue sphere", "--variants", "paas", *EVAL, "--seed", 3,
+                     "--out", tmp_path / "ev")
+    assert_one_line_error(rc, err, "--seeds N", "not --seed 3")
+
+
+@pytest.mark.parametrize("argv,hints", [
+    (["--threads", "-1"], ["--threads", "-1"]),
+    (["--repeats", "0"], ["--repeats", "0"]),
+    (["--steps", "0"], ["--steps", "0"]),
+    (["--plot", "p.png"], ["--plot is for the sweep suite only"]),
+    (["sweep", "--plot", "afile/p.png"], ["cannot write", "--plot"]),
+    (["--out", "afile/b.json"], ["cannot write", "--out"]),
+])
+def test_bench_bad_input_fails_before_any_timing(capsys, tmp_path, monkeypatch, argv, hints):
+    import sjc.bench as sjc_bench
+
+    for name in ("bench_renderers", "sweep_renderers", "bench_sd", "bench_unet_layout"):
+        monkeypatch.setattr(sjc_bench, name, lambda *a, **k: pytest.fail("timed before checking its input"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = sjc(capsys, "bench", *argv)
+    assert_one_line_error(rc, err, *hints)
+
+
+def test_bench_plot_without_matplotlib_fails_before_the_sweep(capsys, tmp_path, monkeypatch):
+    import sjc.bench as sjc_bench
+
+    monkeypatch.setattr(sjc_bench, "sweep_renderers", lambda *a, **k: pytest.fail("swept before checking --plot"))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib → ImportError
+    rc, _, err = sjc(capsys, "bench", "sweep", "--plot", tmp_path / "p.png")
+    assert_one_line_error(rc, err, "--plot needs matplotlib", "pip install matplotlib")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only case")
+def test_bench_sd_on_cuda_without_a_gpu_is_one_line_error(capsys, monkeypatch):
+    import sjc.bench as sjc_bench
+
+    monkeypatch.setattr(sjc_bench, "bench_sd", lambda *a, **k: pytest.fail("timed before checking --device"))
+    rc, _, err = sjc(capsys, "bench", "sd", "--device", "cuda", "--tiny")
+    assert_one_line_error(rc, err, "--device cuda", "--device cpu")

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -264,6 +265,30 @@ def test_prior_cli_errors(dataset, tmp_path, capsys):
     assert "not a view of this prior's 'fine-bands' scheme" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag,value", [("--warmup", "-1"), ("--log-every", "0"), ("--checkpoint-every", "0"),
+                                        ("--sample-every", "0"), ("--threads", "-1"), ("--ema-decay", "1"),
+                                        ("--cond-dropout", "1.5"), ("--view-caption", "-0.1")])
+def test_prior_train_rejects_bad_settings_before_building_anything(dataset, tmp_path, capsys, flag, value):
+    assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sjc: error: ") and err.count("\n") == 1 and flag in err and value in err
+    assert not (tmp_path / "t" / "state.pt").exists() and not (tmp_path / "t" / "loss.csv").exists()
+
+
+def test_prior_train_without_warmup_starts_at_the_full_learning_rate(dataset, tmp_path):
+    cfg = TrainConfig(**{**TINY_TRAIN, "steps": 2, "warmup": 0})
+    assert train_prior(dataset, tmp_path / "w", cfg, TINY_MODEL, progress=False) is not None
+    with open(tmp_path / "w" / "loss.csv") as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    # No warm-up: the cosine alone, lr·½(1 + cos(π·i/steps)) after step i (the log rounds to 3 digits).
+    assert lrs == [float(f"{cfg.lr * 0.5 * (1 + math.cos(math.pi * i / 2)):.3g}") for i in (1, 2)]
+
+
+def test_missing_dataset_folder_hint_names_that_folder(tmp_path):
+    with pytest.raises(SJCError, match=f"--out {tmp_path / 'toyprior'}`"):
+        load_dataset(tmp_path / "toyprior")
+
+
 # ------------------------------------------------------------------------------------ the shipped weights
 
 
@@ -424,3 +449,14 @@ def test_paas_beats_naive_in_2d(builtin, reference):
     errs = {m: clf.classify(optimise_image(builtin, "a red cube", m, steps=300))[2].item() for m in ("paas", "naive")}
     assert errs["paas"] < errs["naive"], errs
 
+
+
+def test_paas2d_labelling_checks_every_prompt_before_optimising(dataset, tmp_path, capsys, monkeypatch):
+    import sjc.check2d as check2d
+
+    monkeypatch.setattr(check2d, "optimise_image", lambda *a, **k: pytest.fail("optimised before checking prompts"))
+    assert main(["paas2d", "a red cube", "a photo of a cat", "--data", str(dataset), "--steps", "1",
+                 "--out", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sjc: error: ") and "a photo of a cat" in err and err.count("\n") == 1
+    assert not (tmp_path / "p.png").exists()
