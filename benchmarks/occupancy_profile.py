@@ -2,7 +2,7 @@
 
 Reads a finished `sjc generate` folder of a toy-world prompt and prints, for every horizontal slice of the
 grid that holds either solid, the voxels of the truth and of the field's solid (the IoU's, `field_occupancy`)
-and the false positives and negatives; then the totals as one JSON line.
+and the false positives and negatives; then the totals as one JSON line (for a mug, also split by its parts).
 
     python benchmarks/occupancy_profile.py outputs/a-green-cone
 """
@@ -24,6 +24,15 @@ for i in range(n):
     t, f = truth[:, i, :], solid[:, i, :]
     if t.any() or f.any():
         print(f"| {i} | {float(heights[i]):+.3f} | {int(t.sum())} | {int(f.sum())} | {int((f & ~t).sum())} | {int((t & ~f).sum())} |")
-print(json.dumps({"prompt": run.cfg.prompt, "iou": round(iou(solid, truth), 4), "truth": int(truth.sum()),
-                  "field": int(solid.sum()), "false_pos": int((solid & ~truth).sum()),
-                  "false_neg": int((truth & ~solid).sum())}))
+fp, fn = solid & ~truth, truth & ~solid
+lowest = int(truth.any(dim=(0, 2)).nonzero().min())   # the lowest slice that holds the truth
+totals = {"prompt": run.cfg.prompt, "iou": round(iou(solid, truth), 4), "truth": int(truth.sum()),
+          "field": int(solid.sum()), "false_pos": int(fp.sum()), "false_neg": int(fn.sum()),
+          "false_pos_below_truth": int(fp[:, :lowest, :].sum())}
+if obj.shape == "mug":   # its parts (sjc.toyworld.sd_mug): the cavity, the handle (x > 0.28) and the wall
+    c = voxel_centres(n).reshape(n, n, n, 3)
+    x, y, z = c[..., 0], c[..., 1], c[..., 2]
+    cavity, handle = ((x ** 2 + z ** 2).sqrt() < 0.22) & (y > -0.22), x > 0.28
+    totals.update(false_pos_in_cavity=int((fp & cavity).sum()), false_pos_handle_side=int((fp & handle).sum()),
+                  false_neg_handle=int((fn & handle).sum()), false_neg_body=int((fn & ~handle).sum()))
+print(json.dumps(totals))
