@@ -231,3 +231,107 @@ def test_oracle_needs_the_toy_world(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "oracle needs a toy-world prompt" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------- review fixes, 2026-12-06
+def prior_as(model, prior):
+    cfg = RunConfig(prompt="a red cube", prior=prior)
+    cfg.model.model = str(model)
+    return load_prior(cfg)
+
+
+def test_x0_prediction_models_are_their_own_denoiser(tmp_path):
+    """prediction_type 'sample': D(x_t/√ᾱ, σ_t) equals the scheduler's x̂₀, for SD and for a UNet2DModel."""
+    from diffusers import DDPMScheduler
+
+    for folder, shape, text in ((build_tiny_sd(tmp_path / "sd_x0", prediction_type="sample"), (1, 4, 8, 8), True),
+                                (build_tiny_unet2d(tmp_path / "ddpm_x0", prediction_type="sample"), (1, 3, 8, 8), False)):
+        p = prior_for(folder)
+        assert p.prediction_type == "sample"
+        s = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+        cond = p.cond("a red cube") if text else None
+        g = torch.Generator().manual_seed(5)
+        for t in (20, 400, 950):
+            xt = torch.randn(*shape, generator=g)
+            with torch.no_grad():
+                out = (p.unet(xt, torch.tensor([t]), encoder_hidden_states=cond[1:]) if text else p.unet(xt, t)).sample
+            ref = s.step(out, t, xt).pred_original_sample
+            d = p.D(xt / s.alphas_cumprod[t].sqrt(), p.sigmas[t], cond, guidance=1.0)
+            assert torch.allclose(d, ref, atol=1e-4), (folder.name, t)
+
+
+def test_an_unknown_prediction_type_is_one_line_error(tiny, tmp_path):
+    folder = tmp_path / "odd"
+    shutil.copytree(tiny["ddpm"], folder)
+    cfg_path = folder / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["prediction_type"] = "flow"
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(SJCError, match="prediction_type 'flow' is not supported"):
+        prior_for(folder)
+
+
+def test_a_zero_terminal_snr_schedule_has_finite_sigmas(tiny, tmp_path):
+    folder = tmp_path / "zsnr"
+    shutil.copytree(tiny["sd_v"], folder)
+    cfg_path = folder / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["rescale_betas_zero_snr"] = True
+    cfg_path.write_text(json.dumps(cfg))
+    from diffusers import DDPMScheduler
+    assert DDPMScheduler.from_pretrained(folder, subfolder="scheduler").alphas_cumprod[-1] == 0
+    p = prior_for(folder)
+    assert torch.isfinite(p.sigmas).all()
+    assert p.sigmas[-1].item() == pytest.approx((2.0 ** 24 - 1) ** 0.5, rel=1e-5)   # ᾱ = 2⁻²⁴ at the end
+    x = torch.randn(1, 4, 8, 8) * p.sigmas[-1]
+    assert torch.isfinite(p.D(x, p.sigmas[-1], p.cond("a red cube"), guidance=2.0)).all()
+
+
+def test_a_prior_that_does_not_fit_the_model_folder_is_named(tiny, tmp_path):
+    with pytest.raises(SJCError, match="--prior sd does not fit .*which holds a unet2d model; pass --prior unet2d"):
+        prior_as(tiny["ddpm"], "sd")
+    with pytest.raises(SJCError, match="--prior toy does not fit .*which holds a sd model"):
+        prior_as(tiny["sd"], "toy")
+    with pytest.raises(SJCError, match="closed-form .* takes no --model"):
+        prior_as(tiny["sd"], "closed-form")
+    with pytest.raises(SJCError, match="text-conditioned U-Net alone: pass the pipeline folder above it"):
+        prior_for(tiny["sd"] / "unet")
+    from sjc.priors.text_unet import PixelTextPrior
+    with pytest.raises(SJCError, match="latent diffusion model .*use --prior sd"):
+        PixelTextPrior(str(tiny["sd"]))
+
+
+def test_damaged_or_incomplete_pipeline_folders_name_what_is_wrong(tiny, tmp_path):
+    bad_index = tmp_path / "bad_index"
+    shutil.copytree(tiny["sd"], bad_index)
+    (bad_index / "model_index.json").write_text("[1, 2]")
+    with pytest.raises(SJCError, match="not a diffusers JSON object"):
+        prior_for(bad_index)
+    no_unet = tmp_path / "no_unet"
+    shutil.copytree(tiny["sd"], no_unet)
+    shutil.rmtree(no_unet / "unet")
+    with pytest.raises(SJCError, match=r"has no unet/: a text-conditioned diffusers pipeline folder holds"):
+        prior_for(no_unet)
+
+
+def test_a_folder_with_only_fp16_variant_weights_loads(tiny, tmp_path):
+    folder = tmp_path / "fp16"
+    shutil.copytree(tiny["sd"], folder)
+    for f in list(folder.glob("*/*.safetensors")):
+        f.rename(f.with_name(f.name.replace(".safetensors", ".fp16.safetensors")))
+    a, b = prior_for(tiny["sd"]), prior_for(folder)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a.D(x, 2.0, a.cond("a red cube")), b.D(x, 2.0, b.cond("a red cube")))
+
+
+def test_model_config_mistakes_are_named(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "ft.safetensors").write_bytes(b"\0" * 64)
+    (tmp_path / "v2-inference-v.yaml").write_text("model: {}\n")
+    cases = [(tiny["sd"], str(tiny["sd"]), "is for a single checkpoint file"),
+             (tmp_path / "ft.safetensors", str(tmp_path / "v2-inference-v.yaml"), "original .yaml configs"),
+             (tmp_path / "ft.safetensors", str(tiny["ddpm"]), "is not a Stable Diffusion pipeline folder"),
+             (tmp_path / "ft.safetensors", str(tmp_path / "nowhere"), "--model-config: no model at")]
+    for model, model_config, hint in cases:
+        with pytest.raises(SJCError, match=hint.replace(".", r"\.")):
+            prior_for(model, model_config=model_config)

@@ -12,23 +12,39 @@ PIPELINE_PRIORS = {"ToyWorldPipeline": "toy", "StableDiffusionPipeline": "sd", "
 
 
 def prior_name(cfg) -> str:
-    """The prior to use: --prior, else detected from --model's pipeline class, else the built-in default."""
+    """The prior to use: --prior (checked against --model's files), else detected from --model, else the built-in."""
     if cfg.prior:
         if cfg.prior not in PRIORS:
             raise SJCError(f"unknown prior {cfg.prior!r}; available: {', '.join(PRIORS)}")
+        if cfg.model.model:
+            if cfg.prior == "closed-form":
+                raise SJCError("--prior closed-form is built from the toy world's true views and takes no --model; "
+                               "leave --model out")
+            found = detected_prior(cfg.model.model)
+            if found != cfg.prior:
+                raise SJCError(f"--prior {cfg.prior} does not fit {cfg.model.model}, which holds a {found} model; "
+                               f"pass --prior {found}, or leave --prior out")
         return cfg.prior
     if not cfg.model.model:
         return DEFAULT_PRIOR
-    from .loading import pipeline_class, resolve_model
+    return detected_prior(cfg.model.model)
 
-    kind, path = resolve_model(cfg.model.model)
+
+def detected_prior(model: str) -> str:
+    """The prior that --model's files call for: from its pipeline class; 'sd' for a single checkpoint file."""
+    from .loading import model_class, pipeline_class, resolve_model
+
+    kind, path = resolve_model(model)
     if kind == "file":
         return "sd"
     cls = pipeline_class(path)
-    if cls is None:
-        return "unet2d"   # a bare model folder (config.json + weights)
+    if cls is None:   # a bare model folder (config.json + weights)
+        if model_class(path) == "UNet2DConditionModel":
+            raise SJCError(f"{model} holds a text-conditioned U-Net alone: pass the pipeline folder above it (the one "
+                           "with unet/, text_encoder/, tokenizer/ and scheduler/)")
+        return "unet2d"
     if cls not in PIPELINE_PRIORS:
-        raise SJCError(f"{cfg.model.model} holds a {cls}, which sjc cannot use as a prior; "
+        raise SJCError(f"{model} holds a {cls}, which sjc cannot use as a prior; "
                        f"supported: {', '.join(PIPELINE_PRIORS)}")
     return PIPELINE_PRIORS[cls]
 

@@ -63,15 +63,27 @@ def resolve_model(model: str) -> tuple[str, Path]:
     raise SJCError(f"no model at {model!r}: not a folder, a checkpoint file or a cached Hub id; {HOW_TO_GET}")
 
 
-def pipeline_class(folder: Path) -> Optional[str]:
-    """The pipeline class named in a diffusers folder's model_index.json (None for a bare model folder)."""
-    index = folder / "model_index.json"
-    if not index.is_file():
+def _class_name(path: Path) -> Optional[str]:
+    """The "_class_name" of a diffusers JSON file (None if the file is absent); SJCError if it is damaged."""
+    if not path.is_file():
         return None
     try:
-        return json.loads(index.read_text()).get("_class_name")
+        data = json.loads(path.read_text())
     except ValueError:
-        raise SJCError(f"{index} is not valid JSON: the model folder is damaged; {HOW_TO_GET}") from None
+        data = None
+    if not isinstance(data, dict):
+        raise SJCError(f"{path} is not a diffusers JSON object: the model folder is damaged; {HOW_TO_GET}")
+    return data.get("_class_name")
+
+
+def pipeline_class(folder: Path) -> Optional[str]:
+    """The pipeline class named in a diffusers folder's model_index.json (None for a bare model folder)."""
+    return _class_name(folder / "model_index.json")
+
+
+def model_class(folder: Path) -> Optional[str]:
+    """The model class named in a bare model folder's config.json (None without one)."""
+    return _class_name(folder / "config.json")
 
 
 def load_failed(model: str, err: Exception) -> SJCError:

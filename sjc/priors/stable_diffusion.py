@@ -37,7 +37,8 @@ class StableDiffusionPrior(TextUNetPrior):
         unet, vae, text_encoder, tokenizer, scheduler = components or load_sd_components(model, model_config, dtype)
         aux = torch.device("cpu") if offload else device   # text encoder and VAE run rarely
         super().__init__(unet, text_encoder, tokenizer, scheduler, device, dtype, text_device=aux,
-                         compile=compile if compile is not None else device.type == "cuda", channels_last=channels_last)
+                         compile=compile if compile is not None else device.type == "cuda", channels_last=channels_last,
+                         model=str(model))
         self.vae = vae.to(aux, torch.float32).eval().requires_grad_(False)
         if attention_slicing:
             self.unet.set_attention_slice("auto")

@@ -12,8 +12,8 @@ import torch
 
 from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme
 from ..errors import SJCError
-from .loading import load_failed, offline, resolve_model
-from .vp import VPDenoiserPrior, classifier_free_guidance
+from .loading import HOW_TO_GET, load_failed, offline, pipeline_class, resolve_model
+from .vp import VPDenoiserPrior, checked_prediction_type, classifier_free_guidance
 
 # The learned toy-world prior that ships with sjc (trained by `sjc prior train`, see docs/toy-prior.md).
 BUILTIN_TOY_MODEL = Path(__file__).resolve().parent.parent / "weights" / "toy32"
@@ -26,23 +26,55 @@ def load_text_unet_components(model: str, model_config: Optional[str] = None, dt
     from transformers import CLIPTextModel, CLIPTokenizer
 
     kind, path = resolve_model(model)
+    config = base_config(model_config) if kind == "file" and model_config else None
+    if model_config and kind != "file":
+        raise SJCError(f"--model-config is for a single checkpoint file, but --model {model} is a diffusers folder "
+                       "with its own configs: leave --model-config out")
+    if kind == "folder":
+        missing = [sub for sub in ("unet", "text_encoder", "tokenizer", "scheduler") if not (path / sub).is_dir()]
+        if missing:
+            raise SJCError(f"{model} has no {', '.join(sub + '/' for sub in missing)}: a text-conditioned diffusers "
+                           f"pipeline folder holds unet/, text_encoder/, tokenizer/ and scheduler/; {HOW_TO_GET}")
     try:
         if kind == "file":
             kw = {"local_files_only": True, "torch_dtype": dtype, "safety_checker": None}
-            if model_config:
-                kw["config"] = str(resolve_model(model_config)[1])
+            if config:
+                kw["config"] = config
             pipe = StableDiffusionPipeline.from_single_file(str(path), **kw)
             return pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, DDPMScheduler.from_config(pipe.scheduler.config)
-        load = dict(local_files_only=True)
+        load = dict(local_files_only=True, variant=weights_variant(path / "unet"))
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **load)
         vae = (AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **load)
                if (Path(path) / "vae").is_dir() else None)
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype, **load)
-        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **load)
-        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", **load)
+        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
+        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
         return unet, vae, text_encoder, tokenizer, scheduler
     except Exception as e:   # diffusers/transformers raise many types; each becomes one actionable line
         raise load_failed(model, e) from None
+
+
+def weights_variant(folder: Path) -> Optional[str]:
+    """'fp16' where a model folder holds only fp16-variant weights (name.fp16.safetensors), else None (the plain ones)."""
+    files = [f.name for f in folder.glob("*") if f.suffix in (".safetensors", ".bin")]
+    if files and all(".fp16." in name for name in files):
+        return "fp16"
+    return None
+
+
+def base_config(model_config: str) -> str:
+    """--model-config's diffusers folder (a local one or a cached Hub id) for a single checkpoint file."""
+    if Path(model_config).suffix in (".yaml", ".yml"):
+        raise SJCError(f"--model-config {model_config}: original .yaml configs are not supported; give the base "
+                       "model's diffusers folder or cached Hub id (e.g. the SD 1.5 or 2.1 folder)")
+    try:
+        kind, path = resolve_model(model_config)
+    except SJCError as e:
+        raise SJCError(f"--model-config: {e}") from None
+    if kind == "file" or pipeline_class(path) != "StableDiffusionPipeline":
+        raise SJCError(f"--model-config {model_config} is not a Stable Diffusion pipeline folder (its "
+                       "model_index.json must name StableDiffusionPipeline); give the base model's diffusers folder")
+    return str(path)
 
 
 def trained_views(model: str) -> ViewScheme:
@@ -65,10 +97,10 @@ class TextUNetPrior(VPDenoiserPrior):
     text_conditioned = True
 
     def __init__(self, unet, text_encoder, tokenizer, scheduler, device, dtype=torch.float32, text_device=None,
-                 compile: bool = False, channels_last: Optional[bool] = None):
+                 compile: bool = False, channels_last: Optional[bool] = None, model: str = "the model"):
         super().__init__(scheduler.alphas_cumprod, device)
         self.device = torch.device(device)
-        self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
+        self.prediction_type = checked_prediction_type(scheduler.config.get("prediction_type", "epsilon"), model)
         unet = unet.to(self.device) if unet.dtype == dtype else unet.to(self.device, dtype)
         # On the CPU oneDNN's convolutions run faster on channels-last (NHWC) tensors: the toy prior's guided
         # call 105 → 93 ms with 2 threads on an AVX2-only EPYC (`sjc bench unet`). Converting changes the weights' layout in place.
@@ -141,9 +173,13 @@ class PixelTextPrior(TextUNetPrior):
                  channels_last: Optional[bool] = None):
         device = torch.device(device)
         dtype = torch.float16 if (half if half is not None else False) else torch.float32
-        unet, _, text_encoder, tokenizer, scheduler = components or load_text_unet_components(
+        unet, vae, text_encoder, tokenizer, scheduler = components or load_text_unet_components(
             str(model or BUILTIN_TOY_MODEL), dtype=dtype)
-        super().__init__(unet, text_encoder, tokenizer, scheduler, device, dtype, channels_last=channels_last)
+        if vae is not None or unet.config.in_channels not in (1, 3):
+            raise SJCError(f"{model} is a latent diffusion model (it has a VAE or {unet.config.in_channels}-channel "
+                           "latents), not a pixel-space one: use --prior sd, or leave --prior out")
+        super().__init__(unet, text_encoder, tokenizer, scheduler, device, dtype, channels_last=channels_last,
+                         model=str(model or BUILTIN_TOY_MODEL))
         self.builtin = model is None and components is None
         self.channels = self.unet.config.in_channels
         size = self.unet.config.sample_size

@@ -8,7 +8,7 @@ import torch
 
 from .base import Prior
 from .loading import load_failed, offline, pipeline_class, resolve_model
-from .vp import VPDenoiserPrior
+from .vp import VPDenoiserPrior, checked_prediction_type
 
 
 def load_unet2d(model: str, dtype=torch.float32):
@@ -53,10 +53,10 @@ class Unconditional:
 class UNet2DVPPrior(Unconditional, VPDenoiserPrior):
     """A DDPM/DDIM-trained UNet2DModel as D(x, σ) on RGB in [-1, 1]."""
 
-    def __init__(self, unet, scheduler, device):
+    def __init__(self, unet, scheduler, device, model: str = "the model"):
         super().__init__(scheduler.alphas_cumprod, device)
         self._set_shape(unet)
-        self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
+        self.prediction_type = checked_prediction_type(scheduler.config.get("prediction_type", "epsilon"), model)
 
     @torch.no_grad()
     def model_output(self, x_t, t, cond, guidance):
@@ -90,4 +90,4 @@ def UNet2DPrior(model: str, device="cpu", half: Optional[bool] = None) -> Prior:
     unet = unet.to(device).eval().requires_grad_(False)
     if isinstance(scheduler, ScoreSdeVeScheduler):
         return UNet2DVEPrior(unet, scheduler, device)
-    return UNet2DVPPrior(unet, scheduler, device)
+    return UNet2DVPPrior(unet, scheduler, device, model)

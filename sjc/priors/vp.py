@@ -12,10 +12,29 @@ import torch
 from .base import Prior
 
 
+# A zero-terminal-SNR schedule ends at ᾱ = 0, σ = ∞; like diffusers' Euler scheduler, treat it as ᾱ = 2⁻²⁴.
+MIN_ALPHA_BAR = 2.0 ** -24
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def finite_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """ᾱ_t with a zero-terminal-SNR end raised to MIN_ALPHA_BAR, so that every σ_t is finite."""
+    return alphas_cumprod.double().clamp_min(MIN_ALPHA_BAR)
+
+
 def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """σ_t = √((1 − ᾱ_t)/ᾱ_t), indexed by the model's timestep t (increasing in t)."""
-    a = alphas_cumprod.double()
+    a = finite_alphas_cumprod(alphas_cumprod)
     return ((1 - a) / a).sqrt().float()
+
+
+def checked_prediction_type(kind: str, model: str) -> str:
+    """The scheduler's prediction_type if sjc can turn it into D(x, σ); SJCError otherwise."""
+    if kind not in PREDICTION_TYPES:
+        from ..errors import SJCError
+        raise SJCError(f"{model}: its scheduler's prediction_type {kind!r} is not supported; sjc reads "
+                       f"{', '.join(PREDICTION_TYPES)}")
+    return kind
 
 
 def alpha_bar_from_sigma(sigma: torch.Tensor) -> torch.Tensor:
@@ -53,16 +72,16 @@ def _bcast(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class VPDenoiserPrior(Prior):
-    """Any ε/v-prediction VP model as D(x, σ): snap σ to the table, scale the input, convert, guide."""
+    """Any ε/v/x₀-prediction VP model as D(x, σ): snap σ to the table, scale the input, convert, guide."""
 
-    prediction_type: str = "epsilon"   # or "v_prediction"
+    prediction_type: str = "epsilon"   # or "v_prediction" or "sample" (x₀)
     trim_small: int = 10               # σ-table entries dropped from each end for SJC's σ draw
     trim_large: int = 30
 
     def __init__(self, alphas_cumprod: torch.Tensor, device):
         super().__init__()
         self.sigmas = sigmas_from_alphas_cumprod(alphas_cumprod).to(device)   # index = timestep t
-        self.alphas_cumprod = alphas_cumprod.float().to(device)
+        self.alphas_cumprod = finite_alphas_cumprod(alphas_cumprod).float().to(device)
 
     def default_train_sigmas(self) -> torch.Tensor:
         """The reference's draw: the whole table without its smallest and largest entries."""
@@ -78,6 +97,8 @@ class VPDenoiserPrior(Prior):
         s = _bcast(self.sigmas[t], x)          # the table's σ that the network was trained for
         x_t = vp_input(x, s)
         out = self.model_output(x_t, t, cond, self.default_guidance if guidance is None else guidance).to(x.dtype)
+        if self.prediction_type == "sample":   # x̂₀ is D itself: x − σ·ε̂ with ε̂ = (x − x̂₀)/σ
+            return out
         if self.prediction_type == "v_prediction":
             out = v_to_eps(out, x_t, _bcast(self.alphas_cumprod[t], x))
         return eps_to_denoised(x, s, out)
