@@ -335,3 +335,10 @@ def test_model_config_mistakes_are_named(tiny, tmp_path, monkeypatch):
     for model, model_config, hint in cases:
         with pytest.raises(SJCError, match=hint.replace(".", r"\.")):
             prior_for(model, model_config=model_config)
+
+
+def test_a_bare_unet2d_folder_loads_with_a_warning_about_its_assumed_schedule(tiny, capsys):
+    p = prior_for(tiny["ddpm"] / "unet")
+    assert type(p).__name__ == "UNet2DVPPrior" and p.prediction_type == "epsilon"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sjc: warning:" in err and "assuming DDPM's linear β schedule" in err

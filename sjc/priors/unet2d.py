@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Optional
 
 import torch
@@ -22,8 +23,12 @@ def load_unet2d(model: str, dtype=torch.float32):
         raise SJCError(f"{path}: single-file checkpoints are supported for Stable Diffusion only; "
                        "give a UNet2DModel pipeline folder")
     try:
-        if pipeline_class(path) is None:   # a bare model folder: assume the DDPM linear schedule
-            return UNet2DModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True), DDPMScheduler()
+        if pipeline_class(path) is None:   # a bare model folder: assume the DDPM linear schedule, and say so
+            unet = UNet2DModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+            print(f"sjc: warning: {model} is a bare UNet2DModel folder with no scheduler: assuming DDPM's linear β "
+                  "schedule (1,000 steps, ε prediction); pass the pipeline folder above it if it has one",
+                  file=sys.stderr)
+            return unet, DDPMScheduler()
         unet = UNet2DModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, local_files_only=True)
         sched_cfg = DDPMScheduler.load_config(path, subfolder="scheduler", local_files_only=True)
         if sched_cfg.get("_class_name") == "ScoreSdeVeScheduler":
