@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
 from .config import RunConfig, add_config_flags, apply_overrides
 from .errors import SJCError
@@ -40,6 +41,7 @@ def cmd_render(a) -> None:
         check_writable(Path(a.out))
     run = load_run(Path(a.run_dir))
     path = Path(a.out) if a.out else Path(a.run_dir) / (f"turntable_subpixel{a.subpixel}.mp4" if a.subpixel > 1 else "turntable.mp4")
+    check_writable(path)   # the run folder itself, by default
     print(render_video(run, path, subpixel=a.subpixel))
 
 
@@ -47,6 +49,7 @@ def cmd_export(a) -> None:
     from .pipeline import load_run, write_mesh
 
     run = load_run(Path(a.run_dir))
+    check_writable(Path(a.run_dir) / f"mesh.{a.format}", None)
     for p in write_mesh(run, Path(a.run_dir), formats=[a.format], level=a.level):
         print(p)
 
@@ -282,7 +285,7 @@ def cmd_paas2d(a) -> None:
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
-def check_writable(path: Path, flag: str = "--out") -> None:
+def check_writable(path: Path, flag: Optional[str] = "--out") -> None:
     """Fail now, with one line naming `flag`, if an output file's folder cannot be written."""
     from .pipeline import prepare_out_dir
     prepare_out_dir(path.parent if str(path.parent) else Path("."), flag)
@@ -439,18 +442,28 @@ def main(argv=None) -> int:
     except SJCError as e:
         print(f"sjc: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        hint = {"generate": ": the last checkpoint is kept, continue with 'sjc resume <run folder>'",
-                "eval": f": finished cells are kept in {getattr(args, 'out', '')}.partial.jsonl, "
-                        "the same command resumes"}
-        hint = hint.get("generate" if args.command == "resume" else args.command, "")
-        print(f"sjc: interrupted{hint}", file=sys.stderr)
-        return 130
-    except torch_oom() as e:
-        print(f"sjc: error: out of GPU memory ({str(e).splitlines()[0][:80]}); try --offload, --attention-slicing, "
-              "--half, or a smaller --grid-size / --resolution", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt as e:
+        return _interrupted(args, e)
+    except Exception as e:   # Ctrl-C inside torch's C++ code can surface as another error caused by it
+        if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt):
+            return _interrupted(args, e.__cause__ or e.__context__)
+        if isinstance(e, torch_oom()):
+            print(f"sjc: error: out of GPU memory ({str(e).splitlines()[0][:80]}); try --offload, --attention-slicing, "
+                  "--half, or a smaller --grid-size / --resolution", file=sys.stderr)
+            return 2
+        raise
     return 0
+
+
+def _interrupted(args, e: BaseException) -> int:
+    """One line for Ctrl-C: what was kept and how to go on."""
+    hint = getattr(e, "hint", None)   # a run's own (sjc.pipeline.RunInterrupted)
+    if hint is None:
+        hint = {"eval": f"finished cells are kept in {getattr(args, 'out', '')}.partial.jsonl, the same command resumes",
+                "generate": "continue with 'sjc resume <run folder>' once it holds a checkpoint"}.get(
+            "generate" if args.command == "resume" else args.command)
+    print(f"sjc: interrupted{': ' + hint if hint else ''}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

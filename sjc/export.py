@@ -49,8 +49,8 @@ def save_image(path, img: torch.Tensor, scale: int = 1, ncol: int | None = None)
     """Write a (C,H,W) image or (B,C,H,W) batch (as a grid, `ncol` wide) in [-1,1] to a PNG, upscaled by `scale`."""
     path = Path(path)
     arr = image_grid(img, ncol) if img.dim() == 4 else to_uint8(img)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_upscale(arr, int(scale))).save(path, format="PNG")
+    with atomic_path(path) as tmp:   # a kill mid-write leaves the old file or none, never half a PNG
+        Image.fromarray(_upscale(arr, int(scale))).save(tmp, format="PNG")
     return path
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -126,6 +127,43 @@ def finalize(run: Run, out_dir: Path) -> dict:
     return metrics
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with what to do next (resume it, or start again if no checkpoint was written yet)."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.hint = (f"the last checkpoint is kept, continue with 'sjc resume {run_dir}'"
+                     if checkpoint_path(run_dir).exists() else
+                     "no checkpoint had been written yet, so there is nothing to resume: run the command again")
+
+
+@contextmanager
+def run_on_disk(run: Run, run_dir: Path):
+    """Train and finalise inside this: a failed write (read-only or full disk) or Ctrl-C becomes one clear line."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir) from None
+    except (OSError, SafetensorError) as e:
+        what = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:200]
+        kept = (f"the checkpoint of step {read_step(checkpoint_path(run_dir))} is kept; fix the disk, then "
+                f"'sjc resume {run_dir}'" if checkpoint_path(run_dir).exists() else "no checkpoint was written")
+        raise SJCError(f"writing the run in {run_dir} failed ({what}); {kept}") from None
+    except Exception as e:   # Ctrl-C inside torch's C++ code can come back as another error caused by it
+        if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt):
+            raise RunInterrupted(run_dir) from None
+        raise
+
+
+def read_step(path: Path) -> int:
+    """The step recorded in a checkpoint's metadata."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        return int(f.metadata()["step"])
+
+
 def generate(cfg: RunConfig, progress: bool = True) -> tuple[Path, dict]:
     """Start a run from a config: validate, create the folder, write config.json, train, finalize."""
     cfg.validate()
@@ -137,9 +175,11 @@ def generate(cfg: RunConfig, progress: bool = True) -> tuple[Path, dict]:
     if checkpoint_path(out_dir).exists():   # --overwrite of an sjc run folder
         remove_outputs(out_dir)
     prepare_out_dir(out_dir)
+    cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
     cfg.save(out_dir / CONFIG_NAME)
-    train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
-    return out_dir, finalize(run, out_dir)
+    with run_on_disk(run, out_dir):
+        train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
+        return out_dir, finalize(run, out_dir)
 
 
 def load_run(run_dir: Path, restore: bool = True) -> Run:
@@ -167,12 +207,28 @@ def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None) ->
     """Continue an interrupted (or finished, with more --steps) run exactly where its checkpoint left off."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
-    if steps is not None:
+    prepare_out_dir(run_dir, None)
+    if steps is not None and steps != run.cfg.optim.steps:
+        if run.step > run.cfg.optim.steps:   # its config could no longer say what it did: polish, then more SJC steps
+            raise SJCError(f"this run has begun its appearance polish (step {run.step}, after {run.cfg.optim.steps} "
+                           f"SJC steps), so it cannot take more --steps; start a new run with --steps {steps}")
         if steps < run.step:
             raise SJCError(f"--steps must be at least {run.step}, the step this run has already reached")
         run.cfg.optim.steps = steps
         run.cfg.validate()
         run.cfg.save(run_dir / CONFIG_NAME)
-    prepare_out_dir(run_dir, None)
-    train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir))
-    return run_dir, finalize(run, run_dir)
+    before = _read_json(run_dir / "metrics.json")
+    with run_on_disk(run, run_dir):
+        train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir))
+        if run.timings.get("steps_run") == 0 and before:   # a finished run, finalised again: keep its timings
+            run.timings.update({k: before[k] for k in ("train_seconds", "steps_run", "seconds_per_step") if k in before})
+        return run_dir, finalize(run, run_dir)
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON file's object, or {} if it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -388,11 +388,16 @@ def test_resume_with_more_steps(capsys, tiny_copy):
 
 def test_resume_finished_run_without_steps_trains_nothing(capsys, tiny_copy):
     before = field_tensors(tiny_copy)
-    rc, _, err = sjc(capsys, "resume", tiny_copy, "--quiet")
+    timings = {k: json.loads((tiny_copy / "metrics.json").read_text())[k]
+               for k in ("train_seconds", "steps_run", "seconds_per_step")}
+    rc, out, err = sjc(capsys, "resume", tiny_copy, "--quiet")
     assert rc == 0, err
     after = field_tensors(tiny_copy)
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert json.loads((tiny_copy / "metrics.json").read_text())["steps_run"] == 0
+    # Finalised again, it keeps the timings of the steps it did run (they were wiped to 0 before 2026-12-06).
+    metrics = json.loads((tiny_copy / "metrics.json").read_text())
+    assert {k: metrics[k] for k in timings} == timings and timings["steps_run"] == 30
+    assert f"done: 30 steps in {timings['train_seconds']:.1f} s" in out
 
 
 def test_resume_with_zero_steps(capsys, tiny_copy):
@@ -831,3 +836,124 @@ def test_bench_sd_on_cuda_without_a_gpu_is_one_line_error(capsys, monkeypatch):
     monkeypatch.setattr(sjc_bench, "bench_sd", lambda *a, **k: pytest.fail("timed before checking --device"))
     rc, _, err = sjc(capsys, "bench", "sd", "--device", "cuda", "--tiny")
     assert_one_line_error(rc, err, "--device cuda", "--device cpu")
+
+
+# ---------------------------------------------------------------------------------------------- the run on disk, 2026-12-06
+def test_a_failed_write_mid_run_is_one_line_and_keeps_the_last_checkpoint(capsys, tmp_path, monkeypatch):
+    import sjc.pipeline as pipeline
+
+    def full_disk(run, out_dir):
+        if run.step >= 20:
+            raise OSError(28, "No space left on device", str(out_dir / "previews" / "step_000020.png"))
+
+    monkeypatch.setattr(pipeline, "write_preview", full_disk)
+    d = tmp_path / "run"
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 30, "--preview-every", 10, *NO_OUTPUTS,
+                     "--out-dir", d)
+    assert_one_line_error(rc, err, f"writing the run in {d} failed (No space left on device:",
+                          "the checkpoint of step 20 is kept", f"sjc resume {d}")
+    assert ckpt_step(d) == 20 and temp_files(d) == []
+    monkeypatch.undo()
+    rc, out, err = sjc(capsys, "resume", d, "--quiet")   # and the run goes on from there
+    assert rc == 0, err
+    assert ckpt_step(d) == 30 and "done: 30 steps" in out
+
+
+def test_a_failed_checkpoint_write_is_one_line(capsys, tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+    import sjc.train as sjc_train
+
+    real = sjc_train.save_checkpoint
+
+    def second_fails(path, *a, **k):
+        if path.exists():
+            raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+        real(path, *a, **k)
+
+    monkeypatch.setattr(sjc_train, "save_checkpoint", second_fails)
+    d = tmp_path / "run"
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 30, *NO_OUTPUTS, "--out-dir", d)
+    assert_one_line_error(rc, err, "failed (Error while serializing", "the checkpoint of step 10 is kept")
+    assert ckpt_step(d) == 10
+
+
+def test_render_and_export_check_the_run_folder_before_any_work(capsys, tiny_copy, monkeypatch):
+    import sjc.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "render_video", lambda *a, **k: pytest.fail("rendered before checking the folder"))
+    monkeypatch.setattr(pipeline, "write_mesh", lambda *a, **k: pytest.fail("meshed before checking the folder"))
+
+    def read_only(folder):
+        raise OSError(30, "Read-only file system", str(folder))
+
+    monkeypatch.setattr(pipeline, "remove_stale_temporaries", read_only)
+    rc, _, err = sjc(capsys, "render", tiny_copy)
+    assert_one_line_error(rc, err, f"cannot write to the output folder {tiny_copy}", "--out")
+    rc, _, err = sjc(capsys, "export", tiny_copy)
+    assert_one_line_error(rc, err, f"cannot write to the output folder {tiny_copy}", "make it writable")
+
+
+def test_overwrite_is_not_recorded_so_a_rerun_from_the_config_keeps_the_run(capsys, tiny_copy):
+    before = (tiny_copy / "checkpoint.safetensors").read_bytes()
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 20, *NO_OUTPUTS, "--out-dir", tiny_copy,
+                     "--overwrite")
+    assert rc == 0, err
+    assert json.loads((tiny_copy / "config.json").read_text())["output"]["overwrite"] is False
+    replaced = (tiny_copy / "checkpoint.safetensors").read_bytes()
+    assert replaced != before
+    rc, _, err = sjc(capsys, "generate", "--config", tiny_copy / "config.json", "--seed", 7)
+    assert_one_line_error(rc, err, "already holds a run", "--overwrite")
+    assert (tiny_copy / "checkpoint.safetensors").read_bytes() == replaced
+
+
+def test_a_run_in_its_polish_takes_no_more_steps(capsys, tmp_path):
+    d = tmp_path / "run"
+    generate(d, steps=10, extra=["--polish-steps", 4])
+    before = (d / "checkpoint.safetensors").read_bytes()
+    rc, _, err = sjc(capsys, "resume", d, "--steps", 20, "--quiet")
+    assert_one_line_error(rc, err, "begun its appearance polish", "start a new run with --steps 20")
+    assert (d / "checkpoint.safetensors").read_bytes() == before
+    assert json.loads((d / "config.json").read_text())["optim"]["steps"] == 10
+
+
+@pytest.mark.parametrize("cause", [False, True])
+def test_ctrl_c_says_whether_there_is_anything_to_resume(capsys, tmp_path, monkeypatch, cause):
+    import sjc.pipeline as pipeline
+
+    wrote = []
+
+    def interrupted(run, out_dir, *a, **k):
+        if wrote:   # the second command: as if stopped after its first checkpoint
+            (out_dir / "checkpoint.safetensors").write_bytes(b"")
+        if not cause:
+            raise KeyboardInterrupt
+        try:   # Ctrl-C inside torch's C++ code can come back as another error caused by it
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise RuntimeError("interrupted in an op") from e
+
+    monkeypatch.setattr(pipeline, "train", interrupted)
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 30, *NO_OUTPUTS, "--out-dir", tmp_path / "r")
+    assert rc == 130 and "Traceback" not in err
+    assert err.startswith("sjc: interrupted: no checkpoint had been written yet") and err.count("\n") == 1
+    # Interrupted after a checkpoint: it names the run folder to resume.
+    wrote.append(True)
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 30, *NO_OUTPUTS, "--out-dir", tmp_path / "r2")
+    assert rc == 130 and err == f"sjc: interrupted: the last checkpoint is kept, continue with 'sjc resume {tmp_path / 'r2'}'\n"
+
+
+def test_images_are_written_atomically(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+    from sjc.export import save_image
+
+    path = save_image(tmp_path / "v.png", torch.zeros(3, 4, 4))
+    before = path.read_bytes()
+
+    def half_then_die(self, fp, *a, **k):
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PILImage.Image, "save", half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        save_image(path, torch.ones(3, 4, 4))
+    assert path.read_bytes() == before and temp_files(tmp_path) == []
