@@ -199,6 +199,8 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
   # mug's solid is wrong, learned prior against oracle (two runs side by side, ~3 min)
   sjc eval --prompts "${MC[@]}" --seeds 1 --jobs 2 --variants paas --elev-min 15 \
     --out docs/toy-prior/wide/probe-mugs-cones-elev-min-15
+  sjc eval --prompts "${MC[@]}" --seeds 1 --jobs 2 --variants paas --emptiness-scale 100 \
+    --out docs/toy-prior/wide/probe-mugs-cones-emptiness-scale-100   # ~10 min
   for m in paas oracle; do sjc generate "a blue mug" --method $m --no-video --no-mesh --out-dir outputs/mug-$m
     python benchmarks/occupancy_profile.py outputs/mug-$m; done ;;&
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min; the U-Net layout, ~6 min
