@@ -66,7 +66,7 @@ def cmd_eval(a) -> None:
     summary = run_eval(base, a.prompts or DEFAULT_EVAL_PROMPTS, a.variants or DEFAULT_VARIANTS,
                        list(range(a.seeds)), Path(a.out), jobs=a.jobs, reuse=a.reuse or ())
     print(Path(f"{a.out}.md").read_text())   # a prefix, not a file name: "guidance-7.5" keeps its ".5"
-    print(f"wrote {a.out}.md and .json ({len(summary)} cells)")
+    print(f"wrote {a.out}.md and .json ({sum(s['seeds'] for s in summary)} cells)")
 
 
 def cmd_sample2d(a) -> None:
@@ -217,7 +217,7 @@ def cmd_prior_check(a) -> None:
     held = [toyworld.ToyObject(s, c) for s, c in HELD_OUT]
     trained = [o for o in toyworld.ALL_OBJECTS if (o.shape, o.colour) not in HELD_OUT]
     result = {"model": str(a.model or "built-in"), "samples_per_object": a.n * len(views), "heun_steps": a.steps,
-              "guidance_scale": a.guidance_scale or prior.default_guidance, "views": views}
+              "guidance_scale": prior.default_guidance if a.guidance_scale is None else a.guidance_scale, "views": views}
     seen = (f", {a.n} per view prompt ({', '.join(views)}), each compared with its view's renders only" if a.view
             else "")
     lines = [(f"# 2D sample accuracy of the toy prior ({a.n * len(views)} Heun samples per object{seen}, "

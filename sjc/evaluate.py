@@ -188,6 +188,8 @@ def markdown_table(summary: list[dict], variants: list[str]) -> str:
         ss = [s for s in summary if s["variant"] == v]
         if ss:
             lines.append(f"| {v} | " + " | ".join(f"{sum(s[k] for s in ss) / len(ss):{f}}" for k, f in keys) + " |")
+    if any(s["seeds"] > 1 for s in summary):
+        lines += ["", "± is the population standard deviation over the seeds (divided by n, not n − 1)."]
     return "\n".join(lines) + "\n"
 
 
@@ -211,7 +213,9 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
     from .priors import load_prior
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    prompts, variants = list(dict.fromkeys(prompts)), list(dict.fromkeys(variants))   # a cell once, whatever is repeated
     prior = load_prior(base)
+    config = {**base.to_dict(), "prior_weights": prior_weights(base)}   # what a reused or resumed cell must match
     for p in prompts:   # fail fast on a bad prompt or variant, before any training
         if prior.truth(p) is None:
             raise SJCError(f"sjc eval needs prompts with a known 3D truth; prior {base.prior!r} has none for {p!r}")
@@ -224,16 +228,17 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
     keys = {c[1:4] for c in cells}
     reused = {}
     for path in reuse:   # read before any training, so a wrong file fails now
-        rows = {k: r for k, r in load_reused_rows(Path(path), base.to_dict()).items() if k in keys}
+        rows = {k: r for k, r in load_reused_rows(Path(path), config).items() if k in keys}
         log(f"sjc eval: reusing {len(rows)} of {len(cells)} cells from {path}")
         reused.update(rows)
     partial = Path(f"{out_prefix}.partial.jsonl")
-    done = {**reused, **load_partial_rows(partial, base.to_dict())}
+    resumed = {k: r for k, r in load_partial_rows(partial, config).items() if k in keys}
+    done = {**reused, **resumed}
     todo = [c for c in cells if c[1:4] not in done]
-    if len(todo) < len(cells):
-        log(f"sjc eval: resuming {partial}: {len(cells) - len(todo)} of {len(cells)} cells already done")
+    if resumed:
+        log(f"sjc eval: resuming {partial}: {len(resumed)} of {len(cells)} cells already done")
     # (re)written whole first: a line cut short by the interruption must not swallow the next row
-    write_text(partial, "".join(json.dumps(r) + "\n" for r in [{"config": base.to_dict()}, *done.values()]))
+    write_text(partial, "".join(json.dumps(r) + "\n" for r in [{"config": config}, *done.values()]))
     t0 = time.perf_counter()
     with open(partial, "a") as f:
         for k, row in enumerate(_run_cells(todo, jobs), 1):
@@ -243,7 +248,7 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
             eta = (time.perf_counter() - t0) / k * (len(todo) - k)
             log(f"[{len(cells) - len(todo) + k}/{len(cells)}] {row['prompt']} | {row['variant']} | seed {row['seed']}: "
                 f"IoU {row['iou']:.3f}, PSNR {row['psnr']:.2f} dB, {row['seconds']:.0f} s; ETA {eta / 60:.0f} min")
-    summary = write_tables(out_prefix, [done[c[1:4]] for c in cells], variants, base.to_dict())
+    summary = write_tables(out_prefix, [done[c[1:4]] for c in cells], variants, config)
     partial.unlink()
     return summary
 
@@ -267,13 +272,43 @@ def cell_key(row: dict) -> tuple:
     return row["prompt"], row["variant"], row["seed"]
 
 
+def prior_weights(cfg) -> str:
+    """A fingerprint of the run's prior: the SHA-256 of its model files (names and bytes), or 'closed-form'."""
+    import hashlib
+    from pathlib import Path
+
+    from .priors import prior_name
+    from .priors.loading import resolve_model
+    from .priors.text_unet import BUILTIN_TOY_MODEL
+
+    name = prior_name(cfg)
+    if name == "closed-form":
+        return name
+    path = resolve_model(cfg.model.model)[1] if cfg.model.model else BUILTIN_TOY_MODEL
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(path) if f != Path(path) else f.name).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return f"{name}:sha256:{h.hexdigest()[:16]}"
+
+
 def setting_differences(theirs, config: dict) -> str:
-    """'' when an earlier eval's stored config equals `config`, else its differing fields, e.g. 'optim.steps'."""
+    """'' when an earlier eval's stored config equals `config`, else its differing fields, e.g. 'optim.steps'.
+
+    The prior is compared by its weights' fingerprint, not by the path it was loaded from; an eval that
+    recorded no fingerprint (written before 2026-12-06) cannot be checked, so it never matches.
+    """
     import json
 
     if not isinstance(theirs, dict):
         return "no settings stored"
-    differ = config_differences(theirs, json.loads(json.dumps(config)))   # through JSON: tuples become lists
+    strip = lambda c: {**c, "model": {**(c.get("model") or {}), "model": None}}   # noqa: E731
+    differ = config_differences(strip(theirs), strip(json.loads(json.dumps(config))))   # via JSON: tuples → lists
+    if "prior_weights" not in theirs:
+        differ = [d + ": none recorded, so its prior cannot be checked" if d == "prior_weights" else d for d in differ]
     return ", ".join(differ[:4]) + (", …" if len(differ) > 4 else "")
 
 

@@ -630,7 +630,7 @@ def test_eval_reuses_the_cells_of_an_earlier_eval_with_the_same_settings(capsys,
     rc, _, err = sjc(capsys, "eval", *prompts, "--seeds", 2, *EVAL, "--out", tmp_path / "ev",
                      "--reuse", tmp_path / "seed0.json")
     assert rc == 0, err
-    assert "reusing 2 of 4 cells" in err and "2 of 4 cells already done" in err
+    assert "reusing 2 of 4 cells" in err and "already done" not in err   # reused, not resumed: no partial file
     assert trained == [("a blue sphere", "paas", 1), ("a red cube", "paas", 1)]   # seed 0 is not trained again
     rows = json.loads((tmp_path / "ev.json").read_text())["rows"]
     assert [(r["prompt"], r["seed"]) for r in rows] == [("a blue sphere", 0), ("a blue sphere", 1),
@@ -957,3 +957,60 @@ def test_images_are_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_image(path, torch.ones(3, 4, 4))
     assert path.read_bytes() == before and temp_files(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------- eval bookkeeping, 2026-12-06
+def fake_eval_cells(monkeypatch, trained):
+    import sjc.evaluate as sjc_evaluate
+
+    def fake_cell(args):
+        _, prompt, variant, seed, _ = args
+        trained.append((prompt, variant, seed))
+        return {"prompt": prompt, "variant": variant, "seed": seed, "seconds": 1.0, "iou": 0.5 + seed / 10,
+                "psnr": 20.0 + seed, "iou_rot": 0.5, "best_rotation": 0.0, "psnr_rot": 20.0}
+
+    monkeypatch.setattr(sjc_evaluate, "eval_cell", fake_cell)
+
+
+def test_eval_reuse_compares_the_prior_weights_not_their_path(capsys, tmp_path, monkeypatch):
+    from sjc.priors.text_unet import BUILTIN_TOY_MODEL
+
+    trained = []
+    fake_eval_cells(monkeypatch, trained)
+    prompts = ["--prompts", "a blue sphere", "--variants", "paas"]
+    assert sjc(capsys, "eval", *prompts, *EVAL, "--out", tmp_path / "seed0")[0] == 0
+    same, other = tmp_path / "same", tmp_path / "other"
+    shutil.copytree(BUILTIN_TOY_MODEL, same)
+    shutil.copytree(BUILTIN_TOY_MODEL, other)
+    cfg = other / "scheduler" / "scheduler_config.json"
+    cfg.write_text(cfg.read_text() + " ")   # one byte more: other files, so other cells
+    trained.clear()
+    rc, _, err = sjc(capsys, "eval", *prompts, *EVAL, "--model", same, "--out", tmp_path / "a",
+                     "--reuse", tmp_path / "seed0.json")
+    assert rc == 0 and "reusing 1 of 1 cells" in err and trained == []
+    rc, _, err = sjc(capsys, "eval", *prompts, *EVAL, "--model", other, "--out", tmp_path / "b",
+                     "--reuse", tmp_path / "seed0.json")
+    assert_one_line_error(rc, err, "other settings (prior_weights)")
+    data = json.loads((tmp_path / "seed0.json").read_text())
+    del data["config"]["prior_weights"]   # as written before 2026-12-06
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    rc, _, err = sjc(capsys, "eval", *prompts, *EVAL, "--out", tmp_path / "c", "--reuse", tmp_path / "old.json")
+    assert_one_line_error(rc, err, "none recorded, so its prior cannot be checked")
+    assert trained == []
+
+
+def test_eval_trains_a_repeated_prompt_or_variant_once_and_labels_its_spread(capsys, tmp_path, monkeypatch):
+    trained = []
+    fake_eval_cells(monkeypatch, trained)
+    rc, out, err = sjc(capsys, "eval", "--prompts", "a blue sphere", "a blue sphere", "--variants", "paas", "paas",
+                       "--seeds", 2, *EVAL, "--out", tmp_path / "ev")
+    assert rc == 0, err
+    assert trained == [("a blue sphere", "paas", 0), ("a blue sphere", "paas", 1)]
+    data = json.loads((tmp_path / "ev.json").read_text())
+    assert len(data["rows"]) == 2 and [s["seeds"] for s in data["summary"]] == [2]
+    assert data["summary"][0]["psnr_std"] == pytest.approx(0.5)   # population SD of 20 and 21
+    md = (tmp_path / "ev.md").read_text()
+    assert sum(line.startswith("| a blue sphere | paas |") for line in md.splitlines()) == 1
+    assert sum(line.startswith("| paas |") for line in md.splitlines()) == 1 and "20.50 ± 0.50" in md
+    assert md.rstrip().endswith("± is the population standard deviation over the seeds (divided by n, not n − 1).")
+    assert "(2 cells)" in out
