@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from .atomic import write_text
 from .config import RunConfig, add_config_flags, apply_overrides
 from .errors import SJCError
 
@@ -131,7 +132,7 @@ def cmd_bench(a) -> None:
         res = {"renderer": [bench_renderers(c, a.steps, rounds=a.repeats) for c in a.configs]}
     text = json.dumps(res, indent=2)
     if a.out:
-        Path(a.out).write_text(text + "\n")
+        write_text(Path(a.out), text + "\n")
     print(text)
 
 
@@ -245,8 +246,8 @@ def cmd_prior_check(a) -> None:
     for obj in held:
         m = mean([r for r in result["held out"]["objects"] if r["object"] == obj.caption])
         lines.append(f"| {obj.caption} | {m['correct']:.0%} | {m['shape_ok']:.0%} | {m['colour_ok']:.0%} |")
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 def cmd_paas2d(a) -> None:
@@ -282,7 +283,7 @@ def cmd_paas2d(a) -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     save_image(out, torch.cat(imgs), scale=4, ncol=len(a.methods))
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_text(out.with_suffix(".json"), json.dumps(rows, indent=2) + "\n")
 
 
 def check_writable(path: Path, flag: Optional[str] = "--out") -> None:

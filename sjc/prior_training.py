@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from . import toyworld
-from .atomic import atomic_path
+from .atomic import atomic_path, write_text
 from .cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme, sample_train_cameras
 from .errors import SJCError
 
@@ -356,10 +356,14 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
                                               * 0.5 * (1 + math.cos(math.pi * min(i, cfg.steps) / cfg.steps)))
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     g = torch.Generator().manual_seed(cfg.seed)
-    step = 0
+    step, running = 0, []
     state_path = out / "state.pt"
+    dataset = {"config": data.get("config"), "images": list(data["shaded"].shape)}   # what the run trains on
     if state_path.exists():
         st = torch.load(state_path, weights_only=False)
+        if st.get("data", dataset) != dataset:   # checkpoints from before 2026-12-06 did not record it
+            raise SJCError(f"{out} holds a training run on another dataset ({st['data']['config']}); resume it with "
+                           f"that run's --data, or use a new --out")
         same = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
         if _as_saved(st["train"], TrainConfig, same) != same or _as_saved(st["model"], ModelConfig, asdict(model_cfg)) \
                 != asdict(model_cfg):
@@ -373,7 +377,8 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
         sched.load_state_dict(st["sched"])
         g.set_state(st["rng"])
         step = st["step"]
-    (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": asdict(model_cfg)}, indent=2))
+        running = list(st.get("running", []))   # the losses since the last logged step (its mean goes on from them)
+    write_text(out / "config.json", json.dumps({"train": asdict(cfg), "model": asdict(model_cfg)}, indent=2))
     if cfg.init and step == 0:
         init_from(Path(cfg.init), unet, text_encoder, tokenizer)
         ema_unet.load_state_dict(unet.state_dict())
@@ -387,13 +392,13 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
         with open(log_path, newline="") as f:
             rows = list(csv.reader(f))
     rows = rows[:1] + [r for r in rows[1:] if int(r[0]) <= step]   # drop rows logged after the checkpoint
-    t0, running = time.time() - (float(rows[-1][3]) if len(rows) > 1 else 0.0), []
+    t0 = time.time() - (float(rows[-1][3]) if len(rows) > 1 else 0.0)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    # both closed on an interrupt too; a resume trims the log to the checkpoint
-    with open(log_path, "w", newline="") as log, \
+    # A resume trims the log to the checkpoint, atomically: a kill now cannot lose the rows before it.
+    write_text(log_path, "".join(",".join(r) + "\r\n" for r in rows or [["step", "loss", "lr", "seconds"]]))
+    with open(log_path, "a", newline="") as log, \
             tqdm(total=cfg.steps, initial=step, desc="training prior", disable=not progress) as bar:
         writer = csv.writer(log)
-        writer.writerows(rows or [["step", "loss", "lr", "seconds"]])
         while step < end:
             x0, ids = sample_batch(data, pairs, table, cfg, g)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
@@ -418,7 +423,8 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
             if step % cfg.checkpoint_every == 0 or step == end:
                 st = {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
                       "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                      "rng": g.get_state(), "step": step, "train": asdict(cfg), "model": asdict(model_cfg)}
+                      "rng": g.get_state(), "step": step, "train": asdict(cfg), "model": asdict(model_cfg),
+                      "data": dataset, "running": torch.stack(running) if running else torch.zeros(0)}
                 with atomic_path(state_path) as tmp:
                     torch.save(st, tmp)
             if step % cfg.sample_every == 0 or step == cfg.steps:

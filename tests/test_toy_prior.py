@@ -460,3 +460,22 @@ def test_paas2d_labelling_checks_every_prompt_before_optimising(dataset, tmp_pat
     err = capsys.readouterr().err
     assert err.startswith("sjc: error: ") and "a photo of a cat" in err and err.count("\n") == 1
     assert not (tmp_path / "p.png").exists()
+
+
+def test_a_resumed_training_logs_the_same_losses_and_refuses_another_dataset(dataset, tmp_path):
+    cfg = TrainConfig(**{**TINY_TRAIN, "log_every": 2, "checkpoint_every": 5})
+    train_prior(dataset, tmp_path / "a", cfg, TINY_MODEL, progress=False)
+    assert train_prior(dataset, tmp_path / "b", cfg, TINY_MODEL, progress=False, stop_after=3) is None   # mid-log
+    train_prior(dataset, tmp_path / "b", cfg, TINY_MODEL, progress=False)
+
+    def logged(folder):
+        with open(folder / "loss.csv") as f:
+            return [(r["step"], r["loss"], r["lr"]) for r in csv.DictReader(f)]
+
+    # The step-4 row averages steps 3 and 4 in both, though the resumed run stopped after step 3.
+    assert logged(tmp_path / "a") == logged(tmp_path / "b") and [s for s, _, _ in logged(tmp_path / "a")] == ["2", "4", "6"]
+    other = tmp_path / "other-data"
+    build_dataset(DatasetConfig(views=7, resolution=16), other, progress=False)
+    assert train_prior(dataset, tmp_path / "c", cfg, TINY_MODEL, progress=False, stop_after=2) is None
+    with pytest.raises(SJCError, match="holds a training run on another dataset .*'views': 6"):
+        train_prior(other, tmp_path / "c", cfg, TINY_MODEL, progress=False)
