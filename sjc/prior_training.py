@@ -302,8 +302,9 @@ def plot_loss(csv_path: Path, png_path: Path) -> Optional[Path]:
     return png_path
 
 
-# Settings a resumed run may change (a new --steps reshapes the rest of the cosine learning-rate decay).
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "log_every", "threads")
+# Settings a resumed run may change (a new --steps reshapes the rest of the cosine learning-rate decay; the
+# weights' dtype is only how the finished model is saved).
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "log_every", "threads", "weights_dtype")
 
 
 # What a checkpoint written before a field existed ran with (not today's defaults, which moved since).

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -479,3 +480,13 @@ def test_a_resumed_training_logs_the_same_losses_and_refuses_another_dataset(dat
     assert train_prior(dataset, tmp_path / "c", cfg, TINY_MODEL, progress=False, stop_after=2) is None
     with pytest.raises(SJCError, match="holds a training run on another dataset .*'views': 6"):
         train_prior(other, tmp_path / "c", cfg, TINY_MODEL, progress=False)
+
+
+def test_a_resume_may_change_only_how_the_model_is_saved(dataset, tmp_path):
+    cfg = TrainConfig(**{**TINY_TRAIN, "steps": 4})
+    assert train_prior(dataset, tmp_path / "t", cfg, TINY_MODEL, progress=False, stop_after=2) is None
+    folder = train_prior(dataset, tmp_path / "t", replace(cfg, weights_dtype="float16"), TINY_MODEL, progress=False)
+    from safetensors.torch import load_file
+    assert all(v.dtype == torch.float16 for v in load_file(folder / "unet" / "diffusion_pytorch_model.safetensors").values())
+    with pytest.raises(SJCError, match="another configuration"):
+        train_prior(dataset, tmp_path / "t", replace(cfg, lr=1e-2), TINY_MODEL, progress=False)
