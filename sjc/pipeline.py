@@ -18,6 +18,7 @@ from .config import RunConfig
 from .errors import SJCError
 from .evaluate import evaluate_field, occupancy_level
 from .export import export_mesh, extract_mesh, normalize_map, save_image, save_video
+from .priors import Prior
 from .train import Run, build_run, checkpoint_path, resume_from, train
 
 CONFIG_NAME = "config.json"
@@ -164,14 +165,17 @@ def read_step(path: Path) -> int:
         return int(f.metadata()["step"])
 
 
-def generate(cfg: RunConfig, progress: bool = True) -> tuple[Path, dict]:
-    """Start a run from a config: validate, create the folder, write config.json, train, finalize."""
+def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = None) -> tuple[Path, dict]:
+    """Start a run from a config: validate, create the folder, write config.json, train, finalize.
+
+    prior: an instance to use instead of the one cfg names (a prior of your own, from Python).
+    """
     cfg.validate()
     out_dir = out_dir_for(cfg)
     if checkpoint_path(out_dir).exists() and not cfg.output.overwrite:
         raise SJCError(f"{out_dir} already holds a run: continue it with 'sjc resume {out_dir}', "
                        f"or pass --overwrite or another --out-dir")
-    run = build_run(cfg)   # before touching the folder: bad prompts and priors fail early
+    run = build_run(cfg, prior)   # before touching the folder: bad prompts and priors fail early
     if checkpoint_path(out_dir).exists():   # --overwrite of an sjc run folder
         remove_outputs(out_dir)
     prepare_out_dir(out_dir)
@@ -182,8 +186,8 @@ def generate(cfg: RunConfig, progress: bool = True) -> tuple[Path, dict]:
         return out_dir, finalize(run, out_dir)
 
 
-def load_run(run_dir: Path, restore: bool = True) -> Run:
-    """Rebuild a run from its folder's config.json and (if restore) its checkpoint."""
+def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None) -> Run:
+    """Rebuild a run from its folder's config.json and (if restore) its checkpoint; `prior` as in generate."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SJCError(f"no run folder at {run_dir}: give the folder that sjc generate wrote (e.g. outputs/a-blue-sphere)")
@@ -197,16 +201,17 @@ def load_run(run_dir: Path, restore: bool = True) -> Run:
         cfg.validate()
     except SJCError as e:
         raise SJCError(f"the run config in {run_dir} is invalid: {e}") from None
-    run = build_run(cfg)
+    run = build_run(cfg, prior)
     if restore:
         resume_from(run, run_dir)
     return run
 
 
-def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None) -> tuple[Path, dict]:
+def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None,
+           prior: Optional[Prior] = None) -> tuple[Path, dict]:
     """Continue an interrupted (or finished, with more --steps) run exactly where its checkpoint left off."""
     run_dir = Path(run_dir)
-    run = load_run(run_dir)
+    run = load_run(run_dir, prior=prior)
     prepare_out_dir(run_dir, None)
     if steps is not None and steps != run.cfg.optim.steps:
         if run.step > run.cfg.optim.steps:   # its config could no longer say what it did: polish, then more SJC steps

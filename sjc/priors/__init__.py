@@ -1,12 +1,13 @@
 """Priors: one adapter per model family, each exposing D(x, σ, cond) in the VE convention."""
 from __future__ import annotations
 
+from typing import Callable
+
 from ..errors import SJCError
 from .base import Prior, train_sigmas
 from .closed_form import ClosedFormPrior
 
 DEFAULT_PRIOR = "toy"
-PRIORS = ("toy", "closed-form", "sd", "unet2d")
 PIPELINE_PRIORS = {"ToyWorldPipeline": "toy", "StableDiffusionPipeline": "sd", "DDPMPipeline": "unet2d", "DDIMPipeline": "unet2d",
                    "ScoreSdeVePipeline": "unet2d"}
 
@@ -20,7 +21,7 @@ def prior_name(cfg) -> str:
             if cfg.prior == "closed-form":
                 raise SJCError("--prior closed-form is built from the toy world's true views and takes no --model; "
                                "leave --model out")
-            found = detected_prior(cfg.model.model)
+            found = detected_prior(cfg.model.model) if cfg.prior in PIPELINE_PRIORS.values() else cfg.prior
             if found != cfg.prior:
                 raise SJCError(f"--prior {cfg.prior} does not fit {cfg.model.model}, which holds a {found} model; "
                                f"pass --prior {found}, or leave --prior out")
@@ -49,25 +50,43 @@ def detected_prior(model: str) -> str:
     return PIPELINE_PRIORS[cls]
 
 
-def load_prior(cfg, device="cpu") -> Prior:
-    """Build the run's prior from its config."""
-    name = prior_name(cfg)
-    if name == "closed-form":
-        from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES
-        views = VIEW_SCHEMES[cfg.guidance.view_scheme] if cfg.guidance.view_scheme else REFERENCE_VIEWS
-        return ClosedFormPrior(resolution=cfg.render.resolution or 32, device=device, views=views)
-    m = cfg.model
-    if name == "toy":   # the shipped learned prior unless --model names another pixel-space text U-Net
-        from .text_unet import PixelTextPrior
-        return PixelTextPrior(m.model, device, half=m.half, channels_last=m.channels_last)
+def _closed_form(cfg, device) -> Prior:
+    from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES
+    views = VIEW_SCHEMES[cfg.guidance.view_scheme] if cfg.guidance.view_scheme else REFERENCE_VIEWS
+    return ClosedFormPrior(resolution=cfg.render.resolution or 32, device=device, views=views)
+
+
+def _toy(cfg, device) -> Prior:   # the shipped learned prior unless --model names another pixel-space text U-Net
+    from .text_unet import PixelTextPrior
+    return PixelTextPrior(cfg.model.model, device, half=cfg.model.half, channels_last=cfg.model.channels_last)
+
+
+def _needs_weights(cfg, name: str) -> None:
     if not cfg.model.model:
         raise SJCError(f"prior {name!r} needs weights: pass --model <diffusers folder, cached Hub id or .safetensors>")
-    if name == "sd":
-        from .stable_diffusion import StableDiffusionPrior
-        return StableDiffusionPrior(m.model, device, m.model_config, m.half, m.attention_slicing, m.offload,
-                                    compile=m.compile, channels_last=m.channels_last)
+
+
+def _sd(cfg, device) -> Prior:
+    from .stable_diffusion import StableDiffusionPrior
+    _needs_weights(cfg, "sd")
+    m = cfg.model
+    return StableDiffusionPrior(m.model, device, m.model_config, m.half, m.attention_slicing, m.offload,
+                                compile=m.compile, channels_last=m.channels_last)
+
+
+def _unet2d(cfg, device) -> Prior:
     from .unet2d import UNet2DPrior
-    return UNet2DPrior(m.model, device, m.half)
+    _needs_weights(cfg, "unet2d")
+    return UNet2DPrior(cfg.model.model, device, cfg.model.half)
+
+
+# Every prior by name (--prior): a function (run config, device) → Prior. A new prior is one file and one entry here.
+PRIORS: dict[str, Callable] = {"toy": _toy, "closed-form": _closed_form, "sd": _sd, "unet2d": _unet2d}
+
+
+def load_prior(cfg, device="cpu") -> Prior:
+    """Build the run's prior from its config."""
+    return PRIORS[prior_name(cfg)](cfg, device)
 
 
 __all__ = ["Prior", "PRIORS", "DEFAULT_PRIOR", "load_prior", "prior_name", "train_sigmas", "ClosedFormPrior"]
