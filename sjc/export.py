@@ -122,12 +122,28 @@ def extract_mesh(density, level: float, colour_fn=None) -> trimesh.Trimesh:
     return mesh
 
 
+def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    """uint8 sRGB-encoded colours → uint8 linear ones (the sRGB transfer function, undone)."""
+    c = rgb.astype(np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return np.round(lin * 255.0).astype(np.uint8)
+
+
 def export_mesh(mesh: trimesh.Trimesh, path, fmt: str | None = None) -> Path:
-    """Atomically write `mesh` as glb, ply or obj (OBJ stores vertex colours as extra `v` values)."""
+    """Atomically write `mesh` as glb, ply or obj (OBJ stores vertex colours as extra `v` values).
+
+    The colours are the renders' (sRGB-encoded); glTF defines vertex colours as linear, so GLB gets them linearised
+    and a viewer shows what the renders show. PLY and OBJ have no convention and keep them as rendered.
+    """
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in MESH_FORMATS:
         raise SJCError(f"unknown mesh format '{fmt}': choose glb, ply or obj")
+    if fmt == "glb" and mesh.visual.kind == "vertex":
+        mesh = mesh.copy()
+        cols = np.array(mesh.visual.vertex_colors)
+        cols[:, :3] = srgb_to_linear(cols[:, :3])
+        mesh.visual.vertex_colors = cols
     with atomic_path(path) as tmp:
         mesh.export(file_obj=str(tmp), file_type=fmt)
     return path

@@ -215,3 +215,16 @@ def test_export_mesh_format_from_suffix_and_unknown(tmp_path):
     with pytest.raises(SJCError, match="unknown mesh format"):
         export_mesh(mesh, tmp_path / "a.glb", fmt="fbx")
     assert not (tmp_path / "a.stl").exists()
+
+
+def test_glb_vertex_colours_are_linear_and_ply_obj_keep_the_rendered_ones(tmp_path):
+    from sjc.export import srgb_to_linear
+
+    grey = 128 / 255 * 2 - 1   # sRGB 128 in [-1, 1]
+    mesh = extract_mesh(_blob((0, 0, 0), n=16), level=2.0, colour_fn=lambda p: torch.full((len(p), 3), grey))
+    linear = round(((128 / 255 + 0.055) / 1.055) ** 2.4 * 255)   # 55: the sRGB transfer undone
+    assert linear == 55 and srgb_to_linear(np.array([[0, 10, 255]], np.uint8)).tolist() == [[0, 1, 255]]
+    for fmt, expected in (("glb", linear), ("ply", 128), ("obj", 128)):
+        back = trimesh.load(export_mesh(mesh, tmp_path / f"m.{fmt}"), force="mesh", process=False)
+        assert (np.asarray(back.visual.vertex_colors)[:, :3] == expected).all(), fmt
+    assert (np.asarray(mesh.visual.vertex_colors)[:, :3] == 128).all()   # the mesh itself is not changed
