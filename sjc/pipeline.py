@@ -139,7 +139,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 @contextmanager
-def run_on_disk(run: Run, run_dir: Path):
+def run_on_disk(run_dir: Path):
     """Train and finalise inside this: a failed write (read-only or full disk) or Ctrl-C becomes one clear line."""
     from safetensors import SafetensorError
 
@@ -181,7 +181,7 @@ def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = Non
     prepare_out_dir(out_dir)
     cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
     cfg.save(out_dir / CONFIG_NAME)
-    with run_on_disk(run, out_dir):
+    with run_on_disk(out_dir):
         train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
         return out_dir, finalize(run, out_dir)
 
@@ -223,7 +223,7 @@ def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None,
         run.cfg.validate()
         run.cfg.save(run_dir / CONFIG_NAME)
     before = _read_json(run_dir / "metrics.json")
-    with run_on_disk(run, run_dir):
+    with run_on_disk(run_dir):
         train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir))
         if run.timings.get("steps_run") == 0 and before:   # a finished run, finalised again: keep its timings
             run.timings.update({k: before[k] for k in ("train_seconds", "steps_run", "seconds_per_step") if k in before})
