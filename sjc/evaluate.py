@@ -215,12 +215,12 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     prompts, variants = list(dict.fromkeys(prompts)), list(dict.fromkeys(variants))   # a cell once, whatever is repeated
     prior = load_prior(base)
-    config = {**base.to_dict(), "prior_weights": prior_weights(base)}   # what a reused or resumed cell must match
     for p in prompts:   # fail fast on a bad prompt or variant, before any training
         if prior.truth(p) is None:
             raise SJCError(f"sjc eval needs prompts with a known 3D truth; prior {base.prior!r} has none for {p!r}")
         for v in variants:
             variant_config(base, p, v, 0)
+    config = {**base.to_dict(), "prior_weights": prior_weights(base)}   # what a reused or resumed cell must match
     out_prefix = Path(out_prefix)
     prepare_out_dir(out_prefix.parent, "--out")   # an unwritable --out fails now, not after every cell has trained
     threads = max(1, torch.get_num_threads() // max(jobs, 1))
