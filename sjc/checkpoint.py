@@ -35,6 +35,12 @@ def save_checkpoint(path: Path, field, optimizer: torch.optim.Optimizer, step: i
     atomic_save_tensors(tensors, path, meta)
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint was written at (its metadata only; no tensors are read)."""
+    with safe_open(str(path), framework="pt") as f:
+        return int(f.metadata()["step"])
+
+
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a checkpoint; SJCError if missing or corrupt."""
     path = Path(path)

@@ -8,7 +8,7 @@ from typing import Optional
 
 from .atomic import write_text
 from .config import RunConfig, add_config_flags, apply_overrides
-from .errors import SJCError
+from .errors import SJCError, interrupt_behind
 
 DEFAULT_PROMPT = "a blue sphere"
 # Run settings that `sjc eval` sets per cell (method, seed) or never uses (it writes no run folder): no flags there.
@@ -445,9 +445,9 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt as e:
         return _interrupted(args, e)
-    except Exception as e:   # Ctrl-C inside torch's C++ code can surface as another error caused by it
-        if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt):
-            return _interrupted(args, e.__cause__ or e.__context__)
+    except Exception as e:
+        if interrupt_behind(e):
+            return _interrupted(args, interrupt_behind(e))
         if isinstance(e, torch_oom()):
             print(f"sjc: error: out of GPU memory ({str(e).splitlines()[0][:80]}); try --offload, --attention-slicing, "
                   "--half, or a smaller --grid-size / --resolution", file=sys.stderr)

@@ -14,8 +14,9 @@ import torch
 
 from .cameras import Cameras, orbit_cameras, spiral_cameras
 from .atomic import remove_stale_temporaries, write_text
+from .checkpoint import checkpoint_step
 from .config import RunConfig
-from .errors import SJCError
+from .errors import SJCError, interrupt_behind
 from .evaluate import evaluate_field, occupancy_level
 from .export import export_mesh, extract_mesh, normalize_map, save_image, save_video
 from .priors import Prior
@@ -149,20 +150,13 @@ def run_on_disk(run_dir: Path):
         raise RunInterrupted(run_dir) from None
     except (OSError, SafetensorError) as e:
         what = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:200]
-        kept = (f"the checkpoint of step {read_step(checkpoint_path(run_dir))} is kept; fix the disk, then "
+        kept = (f"the checkpoint of step {checkpoint_step(checkpoint_path(run_dir))} is kept; fix the disk, then "
                 f"'sjc resume {run_dir}'" if checkpoint_path(run_dir).exists() else "no checkpoint was written")
         raise SJCError(f"writing the run in {run_dir} failed ({what}); {kept}") from None
-    except Exception as e:   # Ctrl-C inside torch's C++ code can come back as another error caused by it
-        if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt):
+    except Exception as e:
+        if interrupt_behind(e):
             raise RunInterrupted(run_dir) from None
         raise
-
-
-def read_step(path: Path) -> int:
-    """The step recorded in a checkpoint's metadata."""
-    from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as f:
-        return int(f.metadata()["step"])
 
 
 def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = None) -> tuple[Path, dict]:

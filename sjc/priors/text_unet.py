@@ -13,7 +13,7 @@ import torch
 from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme
 from ..errors import SJCError
 from .loading import HOW_TO_GET, load_failed, offline, pipeline_class, resolve_model
-from .vp import VPDenoiserPrior, checked_prediction_type, classifier_free_guidance
+from .vp import VPDenoiserPrior, classifier_free_guidance
 
 # The learned toy-world prior that ships with sjc (trained by `sjc prior train`, see docs/toy-prior.md).
 BUILTIN_TOY_MODEL = Path(__file__).resolve().parent.parent / "weights" / "toy32"
@@ -98,9 +98,8 @@ class TextUNetPrior(VPDenoiserPrior):
 
     def __init__(self, unet, text_encoder, tokenizer, scheduler, device, dtype=torch.float32, text_device=None,
                  compile: bool = False, channels_last: Optional[bool] = None, model: str = "the model"):
-        super().__init__(scheduler.alphas_cumprod, device)
+        super().__init__(scheduler, device, model)
         self.device = torch.device(device)
-        self.prediction_type = checked_prediction_type(scheduler.config.get("prediction_type", "epsilon"), model)
         unet = unet.to(self.device) if unet.dtype == dtype else unet.to(self.device, dtype)
         # On the CPU oneDNN's convolutions run faster on channels-last (NHWC) tensors: the toy prior's guided
         # call 105 → 93 ms with 2 threads on an AVX2-only EPYC (`sjc bench unet`). Converting changes the weights' layout in place.

@@ -9,7 +9,7 @@ import torch
 
 from .base import Prior
 from .loading import load_failed, offline, pipeline_class, resolve_model
-from .vp import VPDenoiserPrior, checked_prediction_type
+from .vp import VPDenoiserPrior
 
 
 def load_unet2d(model: str, dtype=torch.float32):
@@ -59,9 +59,8 @@ class UNet2DVPPrior(Unconditional, VPDenoiserPrior):
     """A DDPM/DDIM-trained UNet2DModel as D(x, σ) on RGB in [-1, 1]."""
 
     def __init__(self, unet, scheduler, device, model: str = "the model"):
-        super().__init__(scheduler.alphas_cumprod, device)
+        super().__init__(scheduler, device, model)
         self._set_shape(unet)
-        self.prediction_type = checked_prediction_type(scheduler.config.get("prediction_type", "epsilon"), model)
 
     @torch.no_grad()
     def model_output(self, x_t, t, cond, guidance):

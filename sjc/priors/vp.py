@@ -78,10 +78,12 @@ class VPDenoiserPrior(Prior):
     trim_small: int = 10               # σ-table entries dropped from each end for SJC's σ draw
     trim_large: int = 30
 
-    def __init__(self, alphas_cumprod: torch.Tensor, device):
+    def __init__(self, scheduler, device, model: str = "the model"):
+        """σ table and prediction type from a diffusers DDPM-style scheduler (`model` names it in errors)."""
         super().__init__()
-        self.sigmas = sigmas_from_alphas_cumprod(alphas_cumprod).to(device)   # index = timestep t
-        self.alphas_cumprod = finite_alphas_cumprod(alphas_cumprod).float().to(device)
+        self.sigmas = sigmas_from_alphas_cumprod(scheduler.alphas_cumprod).to(device)   # index = timestep t
+        self.alphas_cumprod = finite_alphas_cumprod(scheduler.alphas_cumprod).float().to(device)
+        self.prediction_type = checked_prediction_type(scheduler.config.get("prediction_type", "epsilon"), model)
 
     def default_train_sigmas(self) -> torch.Tensor:
         """The reference's draw: the whole table without its smallest and largest entries."""
