@@ -100,12 +100,16 @@ def cmd_bench(a) -> None:
 
     from .train import resolve_device
 
-    if (a.threads is not None and a.threads < 1) or a.repeats < 1 or (a.steps is not None and a.steps < 1):
-        raise SJCError(f"need positive --threads, --repeats and --steps, got {a.threads}, {a.repeats} and {a.steps}")
-    device = str(resolve_device(a.device)) if a.suite == "sd" else a.device
+    for flag, value in (("--threads", a.threads), ("--repeats", a.repeats), ("--steps", a.steps), ("--grid", a.grid),
+                        ("--latent", a.latent)):
+        if value is not None and value < 1:
+            raise SJCError(f"{flag} must be a positive number, got {value}")
+    for flag, value, suite in (("--configs", a.configs, "renderer"), ("--device", a.device, "sd"),
+                               ("--grid", a.grid, "sd"), ("--latent", a.latent, "sd"), ("--tiny", a.tiny or None, "sd"),
+                               ("--plot", a.plot, "sweep")):   # a flag the suite would ignore is a mistake
+        if value is not None and a.suite != suite:
+            raise SJCError(f"{flag} is for the {suite} suite only (this is {a.suite}): sjc bench {suite} {flag} ...")
     if a.plot:   # fail before the sweep, not after it
-        if a.suite != "sweep":
-            raise SJCError(f"--plot is for the sweep suite only (this is {a.suite})")
         check_writable(Path(a.plot), "--plot")
         try:
             import matplotlib  # noqa: F401
@@ -117,8 +121,8 @@ def cmd_bench(a) -> None:
         torch.set_num_threads(a.threads)
     if a.suite == "sd":
         from .bench import bench_sd
-        res = bench_sd(device, steps=a.steps or 20, repeats=a.repeats, full_size=not a.tiny,
-                       latent=a.latent, grid=a.grid)
+        res = bench_sd(str(resolve_device(a.device or ("cuda" if _cuda() else "cpu"))), steps=a.steps or 20,
+                       repeats=a.repeats, full_size=not a.tiny, latent=a.latent or 64, grid=a.grid or 100)   # both ≥ 1 here
     elif a.suite == "unet":
         from .bench import bench_unet_layout
         res = {"unet": bench_unet_layout(calls=a.steps or 40, steps=a.steps or 40, repeats=a.repeats)}
@@ -129,7 +133,7 @@ def cmd_bench(a) -> None:
             plot_sweep(res["sweep"], a.plot)
     else:
         from .bench import bench_renderers
-        res = {"renderer": [bench_renderers(c, a.steps, rounds=a.repeats) for c in a.configs]}
+        res = {"renderer": [bench_renderers(c, a.steps, rounds=a.repeats) for c in a.configs or ("sd", "toy")]}
     text = json.dumps(res, indent=2)
     if a.out:
         write_text(Path(a.out), text + "\n")
@@ -411,14 +415,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="renderer: both renderers over a whole run at named configurations; sweep: step time "
                         "against grid size and resolution; sd: the optimised vs fp32 SD step; unet: the toy "
                         "prior's U-Net call and SJC step in the default vs the channels-last layout")
-    b.add_argument("--configs", nargs="+", default=["sd", "toy"], choices=["sd", "toy"],
-                   help="renderer suite: the reference SD configuration (stand-in prior) and the toy default")
-    b.add_argument("--device", default="cuda" if _cuda() else "cpu", help="sd suite only")
+    b.add_argument("--configs", nargs="+", choices=["sd", "toy"],
+                   help="renderer suite: the reference SD configuration (stand-in prior) and the toy default "
+                        "(default: both)")
+    b.add_argument("--device", help="sd suite: where the step runs (default: cuda when visible, else cpu)")
     b.add_argument("--steps", type=int, help="renderer: optimisation steps of the run (default per config); sd: timed steps; unet: timed steps and U-Net calls")
     b.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     b.add_argument("--threads", type=int, help="torch CPU threads")
-    b.add_argument("--grid", type=int, default=100)
-    b.add_argument("--latent", type=int, default=64)
+    b.add_argument("--grid", type=int, help="sd suite: the field's grid size (default 100)")
+    b.add_argument("--latent", type=int, help="sd suite: the latent render's size (default 64)")
     b.add_argument("--tiny", action="store_true", help="sd suite: a tiny U-Net instead of SD 1.5's (CPU smoke test)")
     b.add_argument("--plot", help="sweep suite: write a PNG plot here (needs matplotlib)")
     b.add_argument("--out", help="also write the JSON here")

@@ -105,7 +105,7 @@ class ModelConfig:
     """Pretrained weights for the diffusers priors (sd, unet2d)."""
     model: Optional[str] = None         # diffusers folder, cached Hub id, or single .safetensors/.ckpt file
     model_config: Optional[str] = None  # for a single file: the base model's diffusers folder or cached id
-    half: Optional[bool] = None         # fp16 U-Net (None: on CUDA only)
+    half: Optional[bool] = None         # fp16 U-Net (None: on CUDA for diffusers models; the toy prior stays fp32)
     attention_slicing: bool = False     # lower peak memory on small cards
     offload: bool = False               # keep the text encoder and VAE on the CPU (only the U-Net on the GPU)
     compile: Optional[bool] = None      # torch.compile the U-Net with CUDA graphs (None: on CUDA only)

@@ -806,6 +806,11 @@ def test_eval_seed_is_not_read_as_seeds(capsys, tmp_path, monkeypatch):
     (["--repeats", "0"], ["--repeats", "0"]),
     (["--steps", "0"], ["--steps", "0"]),
     (["--plot", "p.png"], ["--plot is for the sweep suite only"]),
+    (["--device", "cuda"], ["--device is for the sd suite only", "sjc bench sd --device"]),
+    (["unet", "--tiny"], ["--tiny is for the sd suite only"]),
+    (["sweep", "--grid", "64"], ["--grid is for the sd suite only"]),
+    (["sd", "--tiny", "--latent", "0"], ["--latent must be a positive number", "0"]),
+    (["sd", "--configs", "toy"], ["--configs is for the renderer suite only"]),
     (["sweep", "--plot", "afile/p.png"], ["cannot write", "--plot"]),
     (["--out", "afile/b.json"], ["cannot write", "--out"]),
 ])

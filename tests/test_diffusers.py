@@ -180,6 +180,23 @@ def test_hub_id_resolves_from_the_local_cache(tiny, tmp_path, monkeypatch):
     assert p.shape == (4, 8, 8)
 
 
+def test_hub_cache_dir_follows_huggingface_hub_environment_order(tmp_path, monkeypatch):
+    from sjc.priors.loading import hub_cache_dir
+
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert hub_cache_dir() == tmp_path / "home" / ".cache" / "huggingface" / "hub"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub_cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert hub_cache_dir() == tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "legacy"))
+    assert hub_cache_dir() == tmp_path / "legacy"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert hub_cache_dir() == tmp_path / "hub"
+
+
 def test_generate_with_a_tiny_sd_pipeline_writes_every_output(tiny, tmp_path):
     from sjc.cli import main
 
@@ -322,6 +339,18 @@ def test_a_folder_with_only_fp16_variant_weights_loads(tiny, tmp_path):
     a, b = prior_for(tiny["sd"]), prior_for(folder)
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a.D(x, 2.0, a.cond("a red cube")), b.D(x, 2.0, b.cond("a red cube")))
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_a_unet2d_folder_with_only_fp16_variant_weights_loads(tiny, tmp_path, bare):
+    source = tiny["ddpm"] / "unet" if bare else tiny["ddpm"]
+    folder = tmp_path / "fp16"
+    shutil.copytree(source, folder)
+    for f in list(folder.rglob("*.safetensors")):
+        f.rename(f.with_name(f.name.replace(".safetensors", ".fp16.safetensors")))
+    a, b = prior_for(source), prior_for(folder)
+    x = torch.randn(1, *a.shape, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a.D(x, 2.0, None), b.D(x, 2.0, None))
 
 
 def test_model_config_mistakes_are_named(tiny, tmp_path, monkeypatch):

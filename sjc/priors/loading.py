@@ -9,7 +9,7 @@ from typing import Optional
 from ..errors import SJCError
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
-HOW_TO_GET = ("download it where there is network (e.g. `huggingface-cli download <id>`) and copy the folder "
+HOW_TO_GET = ("download it where there is network (e.g. `hf download <id>`) and copy the folder "
               "or the Hugging Face cache here, then pass --model <folder, id or .safetensors>")
 
 
@@ -32,10 +32,13 @@ def offline() -> None:
 
 
 def hub_cache_dir() -> Path:
-    """The local Hugging Face hub cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    """The local Hugging Face hub cache, found as huggingface_hub finds it (read at each call, not at import):
+    $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+    ~/.cache/huggingface/hub."""
+    env = os.environ.get
+    home = env("HF_HOME") or str(Path(env("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+    cache = env("HF_HUB_CACHE") or env("HUGGINGFACE_HUB_CACHE") or str(Path(home) / "hub")
+    return Path(os.path.expandvars(cache)).expanduser()
 
 
 def resolve_model(model: str) -> tuple[str, Path]:
@@ -61,6 +64,14 @@ def resolve_model(model: str) -> tuple[str, Path]:
         raise SJCError(f"model {model!r} is not in the local Hugging Face cache ({hub_cache_dir()}) and "
                        f"sjc never downloads; {HOW_TO_GET}")
     raise SJCError(f"no model at {model!r}: not a folder, a checkpoint file or a cached Hub id; {HOW_TO_GET}")
+
+
+def weights_variant(folder: Path) -> Optional[str]:
+    """'fp16' where a model folder holds only fp16-variant weights (name.fp16.safetensors), else None (the plain ones)."""
+    files = [f.name for f in folder.glob("*") if f.suffix in (".safetensors", ".bin")]
+    if files and all(".fp16." in name for name in files):
+        return "fp16"
+    return None
 
 
 def _class_name(path: Path) -> Optional[str]:

@@ -12,7 +12,7 @@ import torch
 
 from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme
 from ..errors import SJCError
-from .loading import HOW_TO_GET, load_failed, offline, pipeline_class, resolve_model
+from .loading import HOW_TO_GET, load_failed, offline, pipeline_class, resolve_model, weights_variant
 from .vp import VPDenoiserPrior, classifier_free_guidance
 
 # The learned toy-world prior that ships with sjc (trained by `sjc prior train`, see docs/toy-prior.md).
@@ -52,14 +52,6 @@ def load_text_unet_components(model: str, model_config: Optional[str] = None, dt
         return unet, vae, text_encoder, tokenizer, scheduler
     except Exception as e:   # diffusers/transformers raise many types; each becomes one actionable line
         raise load_failed(model, e) from None
-
-
-def weights_variant(folder: Path) -> Optional[str]:
-    """'fp16' where a model folder holds only fp16-variant weights (name.fp16.safetensors), else None (the plain ones)."""
-    files = [f.name for f in folder.glob("*") if f.suffix in (".safetensors", ".bin")]
-    if files and all(".fp16." in name for name in files):
-        return "fp16"
-    return None
 
 
 def base_config(model_config: str) -> str:

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from .base import Prior
-from .loading import load_failed, offline, pipeline_class, resolve_model
+from .loading import load_failed, offline, pipeline_class, resolve_model, weights_variant
 from .vp import VPDenoiserPrior
 
 
@@ -24,12 +24,14 @@ def load_unet2d(model: str, dtype=torch.float32):
                        "give a UNet2DModel pipeline folder")
     try:
         if pipeline_class(path) is None:   # a bare model folder: assume the DDPM linear schedule, and say so
-            unet = UNet2DModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+            unet = UNet2DModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True,
+                                               variant=weights_variant(path))
             print(f"sjc: warning: {model} is a bare UNet2DModel folder with no scheduler: assuming DDPM's linear β "
                   "schedule (1,000 steps, ε prediction); pass the pipeline folder above it if it has one",
                   file=sys.stderr)
             return unet, DDPMScheduler()
-        unet = UNet2DModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, local_files_only=True)
+        unet = UNet2DModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, local_files_only=True,
+                                           variant=weights_variant(path / "unet"))
         sched_cfg = DDPMScheduler.load_config(path, subfolder="scheduler", local_files_only=True)
         if sched_cfg.get("_class_name") == "ScoreSdeVeScheduler":
             return unet, ScoreSdeVeScheduler.from_config(sched_cfg)
