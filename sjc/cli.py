@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--variants", nargs="+", help="method[:noview] names, e.g. paas paas:noview sds naive oracle")
     ev.add_argument("--seeds", type=int, default=1, help="seeds per cell (0 … n-1)")
     ev.add_argument("--jobs", type=int, default=1, help="parallel processes")
-    ev.add_argument("--out", default="docs/eval", help="output path prefix for .md and .json")
+    ev.add_argument("--out", default="outputs/eval", help="output path prefix for .md and .json (the shipped tables: --out docs/eval)")
     ev.add_argument("--reuse", nargs="+", metavar="JSON",
                     help="earlier evals' .json files: their cells made with the same settings are not trained again")
     add_config_flags(ev, exclude=EVAL_FIXED_FIELDS)
@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--seed", type=int, default=0)
     pc.add_argument("--view", nargs="+", help="view prompts to sample with (e.g. 'front', or all): --n samples per "
                                               "view, each compared with its view's renders only (default: no prefix)")
-    pc.add_argument("--out", default="docs/toy-prior-check", help="path prefix for .md, .json and PNG grids")
+    pc.add_argument("--out", default="outputs/prior-check", help="path prefix for .md, .json and PNG grids")
     pc.set_defaults(func=cmd_prior_check)
 
     p2 = sub.add_parser("paas2d", help="the paper's 2D experiment: optimise an image from a flat start with PAAS vs the naive score")
