@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-TMP_MARK = ".sjc-tmp"   # temporary names are ".<name>.sjc-tmp<random><suffix>"
+TMP_MARK = ".sjc-tmp"   # temporary names are ".<name>.sjc-tmp<writer's pid>-<random><suffix>"
 
 
 @contextmanager
@@ -14,7 +15,8 @@ def atomic_path(path):
     """Yield a temporary path next to `path` (same suffix); on success fsync it and move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix, prefix=f".{path.name}{TMP_MARK}{os.getpid()}-",
+                               dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -36,7 +38,24 @@ def write_text(path, text: str) -> Path:
     return Path(path)
 
 
+def writer_alive(name: str) -> bool:
+    """Whether the process named in a temporary file's name is still running (so may still be writing it)."""
+    m = re.search(re.escape(TMP_MARK) + r"(\d+)-", name)
+    pid = int(m.group(1)) if m else 0   # no writer named: an older sjc's temporary
+    if not 0 < pid < 2 ** 31:
+        return False
+    try:
+        os.kill(pid, 0)   # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # it exists, as another user's
+        return True
+    return True
+
+
 def remove_stale_temporaries(folder: Path) -> None:
-    """Delete temporary files left by a process killed in the middle of an atomic write."""
-    for stale in Path(folder).glob(f".*{TMP_MARK}*"):
-        stale.unlink()
+    """Delete temporary files left by a process killed in the middle of an atomic write; a live writer's
+    (another sjc writing into the same folder, e.g. `sjc export` during `sjc generate`) are left alone."""
+    for tmp in Path(folder).glob(f".*{TMP_MARK}*"):
+        if not writer_alive(tmp.name):
+            tmp.unlink(missing_ok=True)

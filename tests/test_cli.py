@@ -1083,3 +1083,27 @@ def test_a_prior_instance_goes_through_generate_resume_and_load_run(tmp_path):
     assert run.step == 15 and run.prior.name == "green-disc"
     img = run.prior.decode(run.render(__import__("sjc.pipeline").pipeline.preview_cameras(50.0, 1.5, "cpu")).image)
     assert img.shape == (4, 3, 8, 8)
+
+
+def test_reading_a_run_keeps_a_live_writers_temporaries(capsys, tiny_run):
+    """`sjc export` while `sjc generate` writes into the same folder must not delete the generate's temporaries;
+    a dead writer's (a killed process) and an older sjc's (no writer named) are cleaned up."""
+    import subprocess
+
+    from sjc.atomic import TMP_MARK, atomic_path
+
+    run_dir, _ = tiny_run
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = run_dir / f".checkpoint.safetensors{TMP_MARK}{dead.pid}-abc.safetensors"
+    old_style = run_dir / f".metrics.json{TMP_MARK}xyz.json"
+    for f in (stale, old_style):
+        f.write_bytes(b"half")
+    with atomic_path(run_dir / "checkpoint_demo.safetensors") as live:   # as a running generate holds it
+        live.write_bytes(b"being written")
+        sjc(capsys, "export", run_dir, "--level", "0.5", "--format", "ply")
+        assert live.exists(), "export deleted a live writer's temporary"
+    assert (run_dir / "checkpoint_demo.safetensors").read_bytes() == b"being written"
+    assert not stale.exists() and not old_style.exists()
+    (run_dir / "checkpoint_demo.safetensors").unlink()
+    (run_dir / "mesh.ply").unlink(missing_ok=True)
