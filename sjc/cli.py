@@ -34,11 +34,14 @@ def cmd_resume(a) -> None:
 
 
 def cmd_render(a) -> None:
+    from .export import VIDEO_SUFFIXES
     from .pipeline import load_run, render_video
 
     if a.subpixel < 1:
         raise SJCError(f"--subpixel must be a positive integer, got {a.subpixel}")
-    if a.out:
+    if a.out:   # before any frame is rendered
+        if Path(a.out).suffix.lower() not in VIDEO_SUFFIXES:
+            raise SJCError(f"--out must name a {'/'.join(VIDEO_SUFFIXES)} file (an H.264 video), got {a.out}")
         check_writable(Path(a.out))
     run = load_run(Path(a.run_dir))
     path = Path(a.out) if a.out else Path(a.run_dir) / (f"turntable_subpixel{a.subpixel}.mp4" if a.subpixel > 1 else "turntable.mp4")
@@ -47,12 +50,16 @@ def cmd_render(a) -> None:
 
 
 def cmd_export(a) -> None:
-    from .pipeline import load_run, write_mesh
+    from .export import MESH_FORMATS, export_mesh
+    from .pipeline import load_run, run_mesh
 
-    run = load_run(Path(a.run_dir))
-    check_writable(Path(a.run_dir) / f"mesh.{a.format}", None)
-    for p in write_mesh(run, Path(a.run_dir), formats=[a.format], level=a.level):
-        print(p)
+    out = Path(a.out) if a.out else None
+    fmt = a.format or (out.suffix.lstrip(".").lower() if out else "glb")
+    if out is not None and out.suffix.lstrip(".").lower() != fmt or fmt not in MESH_FORMATS:
+        raise SJCError(f"--out must name a .glb, .ply or .obj file (matching --format if given), got {a.out}")
+    path = out or Path(a.run_dir) / f"mesh.{fmt}"
+    check_writable(path, "--out")
+    print(export_mesh(run_mesh(load_run(Path(a.run_dir)), a.level), path, fmt))
 
 
 def cmd_eval(a) -> None:
@@ -291,8 +298,10 @@ def cmd_paas2d(a) -> None:
 
 
 def check_writable(path: Path, flag: Optional[str] = "--out") -> None:
-    """Fail now, with one line naming `flag`, if an output file's folder cannot be written."""
+    """Fail now, with one line naming `flag`, if an output file's folder cannot be written or the file is a folder."""
     from .pipeline import prepare_out_dir
+    if path.is_dir():
+        raise SJCError(f"cannot write {path}: it is a folder, not a file" + (f"; give a file path with {flag}" if flag else ""))
     prepare_out_dir(path.parent if str(path.parent) else Path("."), flag)
 
 
@@ -331,8 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export a run's mesh")
     e.add_argument("run_dir")
-    e.add_argument("--format", default="glb", choices=["glb", "ply", "obj"])
-    e.add_argument("--level", type=float, help="density level of the surface (default: the evaluation level)")
+    e.add_argument("--format", choices=["glb", "ply", "obj"], help="mesh format (default: --out's suffix, else glb)")
+    e.add_argument("--level", type=float, help="density level of the surface (default: the evaluation level, "
+                   "where one voxel's optical depth is 0.2: 0.2·(grid size − 1)/2, 4.7 at the toy default's 48³ grid)")
+    e.add_argument("--out", help="mesh file (default: mesh.<format> in the run folder, replacing the one there)")
     e.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("eval", help="score prompts × method variants against the toy world's true objects")

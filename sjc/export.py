@@ -16,6 +16,7 @@ from .atomic import atomic_path
 from .errors import SJCError
 
 MESH_FORMATS = ("glb", "ply", "obj")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")   # containers that take H.264 through imageio-ffmpeg
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:

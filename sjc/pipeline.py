@@ -95,11 +95,16 @@ def render_video(run: Run, path: Path, subpixel: int = 1, scale: int = 4) -> Pat
 
 
 @torch.no_grad()
-def write_mesh(run: Run, out_dir: Path, formats=("glb", "ply"), level: Optional[float] = None) -> list[Path]:
-    """Marching cubes on the density at the surface level, coloured by the field's appearance."""
+def run_mesh(run: Run, level: Optional[float] = None):
+    """Marching cubes on the density at the surface level (default: the evaluation's), coloured by the field's appearance."""
     level = occupancy_level(run.field.grid_size) if level is None else level
-    mesh = extract_mesh(run.field.density_grid().cpu(), level,
+    return extract_mesh(run.field.density_grid().cpu(), level,
                         lambda v: run.prior.feature_to_rgb(run.field.colour_at(v.to(run.device))).cpu())
+
+
+def write_mesh(run: Run, out_dir: Path, formats=("glb", "ply"), level: Optional[float] = None) -> list[Path]:
+    """The run's mesh as out_dir/mesh.<format>, one file per format."""
+    mesh = run_mesh(run, level)
     return [export_mesh(mesh, out_dir / f"mesh.{fmt}", fmt) for fmt in formats]
 
 

@@ -529,6 +529,47 @@ def test_export_of_an_empty_field_is_one_line_error(capsys, tiny_run):
     assert not (tiny_run[0] / "mesh.obj").exists()
 
 
+def test_export_out_writes_elsewhere_and_keeps_the_runs_mesh(capsys, mesh_run, tmp_path):
+    d, _ = mesh_run
+    before = (d / "mesh.glb").read_bytes()
+    rc, out, err = sjc(capsys, "export", d, "--out", tmp_path / "sub dir" / "low.ply", "--level", 1.0)
+    assert rc == 0, err
+    assert out.strip() == str(tmp_path / "sub dir" / "low.ply")
+    low = trimesh.load(tmp_path / "sub dir" / "low.ply", force="mesh")
+    default = trimesh.load(d / "mesh.glb", force="mesh")
+    assert (d / "mesh.glb").read_bytes() == before
+    assert low.volume > default.volume > 0   # a lower level encloses more
+
+
+@pytest.mark.parametrize("argv,hints", [
+    (["--out", "m.stl"], ["--out must name a .glb, .ply or .obj file", "m.stl"]),
+    (["--out", "m.ply", "--format", "glb"], ["matching --format", "m.ply"]),
+    (["--out", "adir"], ["--out must name"]),
+])
+def test_export_bad_out_fails_before_meshing(capsys, tiny_copy, tmp_path, monkeypatch, argv, hints):
+    import sjc.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "run_mesh", lambda *a, **k: pytest.fail("meshed before checking --out"))
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = sjc(capsys, "export", tiny_copy, *argv)
+    assert_one_line_error(rc, err, *hints)
+
+
+@pytest.mark.parametrize("out,hints", [
+    ("v.gif", ["--out must name a .mp4/.mkv/.mov file", "v.gif"]),
+    ("noext", ["--out must name"]),
+    ("adir.mp4", ["adir.mp4", "is a folder", "--out"]),
+])
+def test_render_bad_out_fails_before_rendering(capsys, tiny_copy, tmp_path, monkeypatch, out, hints):
+    import sjc.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "load_run", lambda *a, **k: pytest.fail("loaded the run before checking --out"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir.mp4").mkdir()
+    rc, _, err = sjc(capsys, "render", tiny_copy, "--out", out)
+    assert_one_line_error(rc, err, *hints)
+
+
 def test_render_subpixel(capsys, mesh_run):
     d, _ = mesh_run
     rc, out, err = sjc(capsys, "render", d, "--subpixel", 2)
@@ -886,7 +927,7 @@ def test_render_and_export_check_the_run_folder_before_any_work(capsys, tiny_cop
     import sjc.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "render_video", lambda *a, **k: pytest.fail("rendered before checking the folder"))
-    monkeypatch.setattr(pipeline, "write_mesh", lambda *a, **k: pytest.fail("meshed before checking the folder"))
+    monkeypatch.setattr(pipeline, "run_mesh", lambda *a, **k: pytest.fail("meshed before checking the folder"))
 
     def read_only(folder):
         raise OSError(30, "Read-only file system", str(folder))
@@ -895,7 +936,7 @@ def test_render_and_export_check_the_run_folder_before_any_work(capsys, tiny_cop
     rc, _, err = sjc(capsys, "render", tiny_copy)
     assert_one_line_error(rc, err, f"cannot write to the output folder {tiny_copy}", "--out")
     rc, _, err = sjc(capsys, "export", tiny_copy)
-    assert_one_line_error(rc, err, f"cannot write to the output folder {tiny_copy}", "make it writable")
+    assert_one_line_error(rc, err, f"cannot write to the output folder {tiny_copy}", "--out")
 
 
 def test_overwrite_is_not_recorded_so_a_rerun_from_the_config_keeps_the_run(capsys, tiny_copy):
