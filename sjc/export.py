@@ -123,28 +123,48 @@ def extract_mesh(density, level: float, colour_fn=None) -> trimesh.Trimesh:
     return mesh
 
 
-def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
-    """uint8 sRGB-encoded colours → uint8 linear ones (the sRGB transfer function, undone)."""
-    c = rgb.astype(np.float64) / 255.0
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    return np.round(lin * 255.0).astype(np.uint8)
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """sRGB-encoded colours in [0, 1] → linear ones in [0, 1] (the sRGB transfer function, undone), in float."""
+    c = np.asarray(c, dtype=np.float64)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+UNLIT_MATERIAL = {"pbrMetallicRoughness": {"baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0,
+                                           "roughnessFactor": 1.0},
+                  "extensions": {"KHR_materials_unlit": {}}}
+
+
+def vertex_coloured_glb(mesh: trimesh.Trimesh) -> bytes:
+    """A vertex-coloured mesh as GLB bytes that a viewer shows as the renders show it: COLOR_0 linear (glTF's
+    convention) in float, so dark tones keep their steps; vertex normals; an unlit material, since the colours
+    already hold the shading (a viewer without KHR_materials_unlit falls back to a matte, non-metallic surface)."""
+    rgba = np.asarray(mesh.visual.vertex_colors, dtype=np.float64) / 255.0
+    plain = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    plain.vertex_attributes["_linear_colour"] = np.concatenate([srgb_to_linear(rgba[:, :3]), rgba[:, 3:]], 1)
+
+    def finish(tree: dict) -> None:
+        tree["materials"] = [UNLIT_MATERIAL]
+        tree["extensionsUsed"] = sorted({*tree.get("extensionsUsed", []), "KHR_materials_unlit"})
+        for prim in (prim for m in tree["meshes"] for prim in m["primitives"]):
+            prim["attributes"]["COLOR_0"] = prim["attributes"].pop("_linear_colour")
+            prim["material"] = 0
+
+    return trimesh.exchange.gltf.export_glb(plain.scene(), include_normals=True, tree_postprocessor=finish)
 
 
 def export_mesh(mesh: trimesh.Trimesh, path, fmt: str | None = None) -> Path:
     """Atomically write `mesh` as glb, ply or obj (OBJ stores vertex colours as extra `v` values).
 
-    The colours are the renders' (sRGB-encoded); glTF defines vertex colours as linear, so GLB gets them linearised
-    and a viewer shows what the renders show. PLY and OBJ have no convention and keep them as rendered.
+    The colours are the renders' (sRGB-encoded). GLB gets them as glTF defines them, linear, under an unlit material
+    (`vertex_coloured_glb`); PLY and OBJ have no convention and keep them as rendered, in 8 bits.
     """
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in MESH_FORMATS:
         raise SJCError(f"unknown mesh format '{fmt}': choose glb, ply or obj")
-    if fmt == "glb" and mesh.visual.kind == "vertex":
-        mesh = mesh.copy()
-        cols = np.array(mesh.visual.vertex_colors)
-        cols[:, :3] = srgb_to_linear(cols[:, :3])
-        mesh.visual.vertex_colors = cols
     with atomic_path(path) as tmp:
-        mesh.export(file_obj=str(tmp), file_type=fmt)
+        if fmt == "glb" and mesh.visual.kind == "vertex":
+            tmp.write_bytes(vertex_coloured_glb(mesh))
+        else:
+            mesh.export(file_obj=str(tmp), file_type=fmt)
     return path

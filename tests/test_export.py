@@ -192,9 +192,11 @@ def test_export_mesh_roundtrip(tmp_path, fmt):
     assert back.bounds == pytest.approx(mesh.bounds, abs=1e-5)
     if fmt == "glb":
         assert len(back.vertices) <= len(mesh.vertices)
+        back, cols = glb_geometry(out)
+        cols = np.round(cols[:, :3] * 255)   # pure red and blue: the same linear as sRGB
     else:
         assert len(back.vertices) == len(mesh.vertices)
-    cols = np.asarray(back.visual.vertex_colors)[:, :3]
+        cols = np.asarray(back.visual.vertex_colors)[:, :3]
     red = back.vertices[:, 0] > 1e-6
     blue = back.vertices[:, 0] < -1e-6
     assert (cols[red] == [255, 0, 0]).all() and (cols[blue] == [0, 0, 255]).all()
@@ -217,14 +219,53 @@ def test_export_mesh_format_from_suffix_and_unknown(tmp_path):
     assert not (tmp_path / "a.stl").exists()
 
 
-def test_glb_vertex_colours_are_linear_and_ply_obj_keep_the_rendered_ones(tmp_path):
+def glb_geometry(path):
+    """(the GLB's one mesh, its COLOR_0 as stored) — trimesh keeps COLOR_0 beside a material as a vertex attribute."""
+    scene = trimesh.load(path, force="scene", process=False)
+    (geom,) = scene.geometry.values()
+    return geom, np.asarray(geom.visual.vertex_attributes["color"])
+
+
+def glb_json(path) -> dict:
+    import json
+    import struct
+
+    data = Path(path).read_bytes()
+    (length,) = struct.unpack("<I", data[12:16])
+    return json.loads(data[20:20 + length])
+
+
+@pytest.mark.parametrize("srgb", [128, 10, 3])
+def test_glb_vertex_colours_are_linear_floats_and_ply_obj_keep_the_rendered_ones(tmp_path, srgb):
     from sjc.export import srgb_to_linear
 
-    grey = 128 / 255 * 2 - 1   # sRGB 128 in [-1, 1]
-    mesh = extract_mesh(_blob((0, 0, 0), n=16), level=2.0, colour_fn=lambda p: torch.full((len(p), 3), grey))
-    linear = round(((128 / 255 + 0.055) / 1.055) ** 2.4 * 255)   # 55: the sRGB transfer undone
-    assert linear == 55 and srgb_to_linear(np.array([[0, 10, 255]], np.uint8)).tolist() == [[0, 1, 255]]
-    for fmt, expected in (("glb", linear), ("ply", 128), ("obj", 128)):
+    c = srgb / 255
+    mesh = extract_mesh(_blob((0, 0, 0), n=16), level=2.0, colour_fn=lambda p: torch.full((len(p), 3), c * 2 - 1))
+    linear = c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4   # the sRGB transfer undone
+    assert srgb_to_linear(np.array([c]))[0] == pytest.approx(linear, rel=1e-12)
+    _, cols = glb_geometry(export_mesh(mesh, tmp_path / "m.glb"))
+    assert cols.dtype == np.float32 and np.allclose(cols[:, :3], linear, rtol=1e-6) and (cols[:, 3] == 1).all()
+    for fmt in ("ply", "obj"):
         back = trimesh.load(export_mesh(mesh, tmp_path / f"m.{fmt}"), force="mesh", process=False)
-        assert (np.asarray(back.visual.vertex_colors)[:, :3] == expected).all(), fmt
-    assert (np.asarray(mesh.visual.vertex_colors)[:, :3] == 128).all()   # the mesh itself is not changed
+        assert (np.asarray(back.visual.vertex_colors)[:, :3] == srgb).all(), fmt
+    assert (np.asarray(mesh.visual.vertex_colors)[:, :3] == srgb).all()   # the mesh itself is not changed
+
+
+def test_dark_tones_stay_distinct_in_glb():
+    from sjc.export import srgb_to_linear
+
+    lin = srgb_to_linear(np.arange(41) / 255).astype(np.float32)   # as COLOR_0 stores them
+    assert len(np.unique(lin)) == 41 and lin[0] == 0 and lin[1] > 0
+
+
+def test_glb_has_normals_and_an_unlit_non_metallic_material(tmp_path):
+    out = export_mesh(_coloured_sphere(), tmp_path / "m.glb")
+    tree = glb_json(out)
+    (prim,) = tree["meshes"][0]["primitives"]
+    assert {"POSITION", "NORMAL", "COLOR_0"} <= set(prim["attributes"]) and prim["material"] == 0
+    (material,) = tree["materials"]
+    assert material["pbrMetallicRoughness"]["metallicFactor"] == 0.0
+    assert "KHR_materials_unlit" in material["extensions"] and "KHR_materials_unlit" in tree["extensionsUsed"]
+    geom, _ = glb_geometry(out)
+    outward = np.einsum("ij,ij->i", geom.vertex_normals, geom.vertices - geom.vertices.mean(0))
+    assert (outward > 0).all()
