@@ -109,7 +109,7 @@ def dense_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weig
         rgb = rgb.index_add(0, ray_idx, w[ray_idx, smp_idx, None] * col)
     opacity = w.sum(-1)
     depth = (w * t).sum(-1) + (1 - opacity) * far_depth
-    return RayBatch(rgb, opacity, depth, w, valid.sum(), torch.tensor(w.numel(), device=o.device))   # all R·S evaluated
+    return RayBatch(rgb, opacity, depth, w, valid.sum(), w.new_full((), w.numel(), dtype=torch.long))   # all R·S evaluated; no host→device copy (a sync on CUDA)
 
 
 @torch.no_grad()
@@ -220,7 +220,7 @@ def packed_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, wei
     rgb = torch.zeros(n_rays, col.shape[1], device=o.device, dtype=col.dtype).index_add(0, ray_idx[keep], w[keep, None] * col)
     opacity = torch.zeros(n_rays, device=o.device, dtype=w.dtype).index_add(0, ray_idx, w)
     depth = torch.zeros_like(opacity).index_add(0, ray_idx, w * t) + (1 - opacity) * far_depth
-    return RayBatch(rgb, opacity, depth, w, n_valid, torch.tensor(w.shape[0], device=o.device))
+    return RayBatch(rgb, opacity, depth, w, n_valid, w.new_full((), w.shape[0], dtype=torch.long))
 
 
 def fast_render_rays(field, o, d, step, weight_threshold=1e-4, far_depth=10.0, occupancy=None, emptiness_scale=10.0):

@@ -79,6 +79,11 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
         raise SJCError(f"--view-scheme {cfg.guidance.view_scheme}: this {prior.name} prior understands only "
                        f"'{prior.views.name}' view prompts (the closed-form prior takes any scheme)")
     cfg.prior = cfg.prior or prior.name
+    g = cfg.guidance   # record what the run uses, not "the prior's own": config.json alone reruns it
+    g.view_scheme = prior.views.name
+    drawn = train_sigmas(prior, g.sigma_min, g.sigma_max)
+    g.sigma_min = float(drawn[0]) if g.sigma_min is None else g.sigma_min
+    g.sigma_max = float(drawn[-1]) if g.sigma_max is None else g.sigma_max
     if cfg.reg.emptiness_mult_step is None:   # fixed at creation: resuming with more --steps keeps the schedule
         cfg.reg.emptiness_mult_step = int(cfg.reg.emptiness_mult_after * cfg.optim.steps)
     cfg.validate()
@@ -92,7 +97,6 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     field = VoxelField(cfg.field.grid_size, prior.channels, prior.pixel_space, cfg.field.density_shift,
                        prior.appearance_init, prior.background_init, init_gen, device)
     optimizer = build_optimizer(field, cfg)
-    g = cfg.guidance
     if g.method == "oracle":
         obj = prior.truth(cfg.prompt)
         if obj is None:
@@ -102,8 +106,7 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
         guide = OracleGuide(lambda cams: render_truth(obj, cams, cfg.render.resolution, cfg.render.resolution))
         polish_guide = guide   # no σ to lower: the polish only freezes the geometry
     else:
-        guide = ScoreGuide(prior, g.method, train_sigmas(prior, g.sigma_min, g.sigma_max), g.guidance_scale,
-                           g.num_noise)
+        guide = ScoreGuide(prior, g.method, drawn, g.guidance_scale, g.num_noise)
         polish_guide = ScoreGuide(prior, g.method, train_sigmas(prior, g.polish_sigma_min, g.polish_sigma_max),
                                   g.polish_guidance_scale, g.polish_num_noise)
     return Run(cfg, prior, field, optimizer, guide, polish_guide, {"camera": cam_gen, "noise": noise_gen}, device)

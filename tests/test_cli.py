@@ -720,6 +720,11 @@ def test_config_rerun_keeps_its_prompt_and_rejects_unknown_keys(capsys, tmp_path
     assert rc == 0
     assert json.loads((tmp_path / "b" / "config.json").read_text())["prompt"] == "a red cube"
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    # Resolved: the σ range drawn (the closed-form prior's [0.5, 6], as table entries) and the view scheme used.
+    g = cfg["guidance"]
+    assert 0.5 <= g["sigma_min"] < 0.51 and 5.9 < g["sigma_max"] <= 6 and g["view_scheme"] == "reference"
+    a, b = (load_file(tmp_path / d / "checkpoint.safetensors") for d in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)   # the rerun is the same run
     cfg["field"]["grid_sise"] = 7
     (tmp_path / "typo.json").write_text(json.dumps(cfg))
     rc, _, err = sjc(capsys, "generate", "--config", tmp_path / "typo.json", "--out-dir", tmp_path / "c")
