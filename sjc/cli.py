@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -452,9 +453,18 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def check_finite(args: argparse.Namespace) -> None:
+    """Every number on the command line is finite: nan or ±inf is one line naming its flag, never a NaN result."""
+    for dest, value in vars(args).items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise SJCError(f"--{dest.replace('_', '-')} must be a finite number, got {v}")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_finite(args)
         args.func(args)
     except SJCError as e:
         print(f"sjc: error: {e}", file=sys.stderr)

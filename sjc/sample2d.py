@@ -22,6 +22,10 @@ def heun_sample(prior: Prior, n: int, steps: int = 30, sigma_min: Optional[float
     """Draw n samples (n, C, H, W): integrate dx/dσ = (x − D(x, σ))/σ from σ_max to 0 with Heun steps."""
     lo = float(prior.sigmas[0]) if sigma_min is None else sigma_min
     hi = float(prior.sigmas[-1]) if sigma_max is None else sigma_max
+    if not 0 < lo < hi:   # one end given beyond the other end of the prior's table
+        from .errors import SJCError
+        raise SJCError(f"need 0 < σ_min < σ_max, got [{lo:g}, {hi:g}] (the prior's table spans "
+                       f"[{float(prior.sigmas[0]):.3g}, {float(prior.sigmas[-1]):.3g}]); set --sigma-min / --sigma-max")
     sig = karras_sigmas(steps, lo, hi, device=device)
     cond = prior.cond(prompt)
     x = torch.randn((n, *prior.shape), generator=generator, device=device) * sig[0]

@@ -1153,3 +1153,23 @@ def test_reading_a_run_keeps_a_live_writers_temporaries(capsys, tiny_run):
     assert not stale.exists() and not old_style.exists()
     (run_dir / "checkpoint_demo.safetensors").unlink()
     (run_dir / "mesh.ply").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["sample2d", "a red cube", "--guidance-scale", "nan"], "--guidance-scale"),
+    (["sample2d", "a red cube", "--sigma-max", "inf"], "--sigma-max"),
+    (["paas2d", "a red cube", "--lr", "nan"], "--lr"),
+    (["prior", "train", "--lr", "inf"], "--lr"),
+    (["prior", "train", "--timestep-power", "nan"], "--timestep-power"),
+    (["generate", "a red cube", "--emptiness-weight=-inf"], "--emptiness-weight"),
+])
+def test_a_number_that_is_not_finite_is_one_line_naming_its_flag(capsys, argv, flag):
+    rc, _, err = sjc(capsys, *argv)
+    assert_one_line_error(rc, err, flag, "must be a finite number")
+
+
+@pytest.mark.parametrize("argv", [["--sigma-min", "500"], ["--sigma-max", "0.005"]])
+def test_sample2d_sigma_range_must_hold_once_the_table_fills_the_other_end(capsys, tmp_path, argv):
+    rc, _, err = sjc(capsys, "sample2d", "a red cube", "--n", 1, "--steps", 1, *argv, "--out", tmp_path / "s.png")
+    assert_one_line_error(rc, err, "σ_min < σ_max", "--sigma-min")
+    assert not (tmp_path / "s.png").exists()

@@ -48,7 +48,7 @@ def test_sd_prior_default_sigma_range_is_the_reference(tiny):
     lo, hi = p.default_train_sigmas()[[0, -1]].tolist()
     assert lo == pytest.approx(0.098, abs=1e-3) and hi == pytest.approx(12.23, abs=0.01)
     assert p.default_train_sigmas().numel() == 1000 - 40
-    assert p.shape == (4, 8, 8) and not p.pixel_space and p.default_guidance == 100.0
+    assert p.shape == (4, 8, 8) and not p.pixel_space and p.sjc_guidance == 100.0 and p.default_guidance == 7.5
 
 
 def test_vp_noise_is_ve_noise_rescaled():

@@ -27,6 +27,7 @@ class StableDiffusionPrior(TextUNetPrior):
                 "fov_min": 40.0, "fov_max": 70.0}
     appearance_init = "randn"
     background_init = 0.0
+    sampling_guidance = 7.5   # 2D samples: SD's usual scale (guidance 100 is for SJC's score, and burns a sample out)
 
     def __init__(self, model: str, device="cpu", model_config: Optional[str] = None, half: Optional[bool] = None,
                  attention_slicing: bool = False, offload: bool = False, components=None,
