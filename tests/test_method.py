@@ -176,3 +176,21 @@ def test_view_scheme_errors():
     cfg.guidance.view_scheme = "reference"   # the shipped toy prior was trained on the fine-bands scheme only
     with pytest.raises(SJCError, match="understands only 'fine-bands' view prompts"):
         build_run(cfg)
+
+
+def test_closed_form_prior_takes_a_view_of_any_scheme():
+    """A fine-bands view asked of a reference-scheme closed-form prior selects that view's images (it once selected
+    none, and D(x, σ) = 0 drew a flat grey image)."""
+    from sjc import toyworld
+    from sjc.cameras import VIEW_SCHEMES
+    from sjc.priors.closed_form import ClosedFormPrior
+
+    prior = ClosedFormPrior(resolution=8)
+    cams = toyworld.image_set_cameras()
+    for prompt, scheme, label in (("low front left view of a red cube", "fine-bands", "low front left"),
+                                  ("front view of a red cube", "reference", "front")):
+        want = [VIEW_SCHEMES[scheme].label(float(a), float(e)) == label for a, e in zip(cams.azimuth, cams.elevation)]
+        images = prior.encode(prompt)
+        assert images.shape[0] == sum(want) > 0
+        all_images, _ = prior._object_images(toyworld.parse_prompt(prompt)[1])
+        assert torch.equal(images, all_images[torch.tensor(want)].flatten(1))

@@ -9,7 +9,8 @@ import torch
 
 from .. import toyworld
 from ..atomic import atomic_path
-from ..cameras import REFERENCE_VIEWS, ViewScheme
+from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme
+from ..errors import SJCError
 from .base import Prior
 
 
@@ -53,10 +54,10 @@ class ClosedFormPrior(Prior):
         lo, hi = self.sigma_range
         return self.sigmas[(self.sigmas >= lo) & (self.sigmas <= hi)]
 
-    def _object_images(self, obj: toyworld.ToyObject) -> tuple[torch.Tensor, list[str]]:
-        """The object's image set (cached on disk) and each image's view label in this prior's scheme."""
+    def _object_images(self, obj: toyworld.ToyObject, views: Optional[ViewScheme] = None) -> tuple[torch.Tensor, list[str]]:
+        """The object's image set (cached on disk) and each image's view label in `views` (default: this prior's)."""
         cams = toyworld.image_set_cameras()
-        labels = [self.views.label(float(a), float(e)) for a, e in zip(cams.azimuth, cams.elevation)]
+        labels = [(views or self.views).label(float(a), float(e)) for a, e in zip(cams.azimuth, cams.elevation)]
         path = cache_dir() / "toyworld" / f"{obj.shape}-{obj.colour}-{self.height}-v2.pt"
         if path.exists():
             try:
@@ -73,9 +74,13 @@ class ClosedFormPrior(Prior):
         if self._fixed_images is not None:
             return self._fixed_images.to(self.device).flatten(1)
         view, obj = toyworld.parse_prompt(prompt)
-        imgs, labels = self._object_images(obj)
+        # The exact prior takes a view of any scheme: its own where it names the view, else the first that does.
+        views = next(vs for vs in (self.views, *VIEW_SCHEMES.values()) if view is None or view in vs.labels)
+        imgs, labels = self._object_images(obj, views)
         if view is not None:
             imgs = imgs[torch.tensor([lab == view for lab in labels], device=self.device)]
+            if imgs.shape[0] == 0:   # no image to denoise towards: D would be 0, a flat grey
+                raise SJCError(f"the closed-form prior's image set holds no '{view}' view of {obj.caption}")
         return imgs.flatten(1)
 
     def D(self, x: torch.Tensor, sigma, cond: torch.Tensor = None, guidance: Optional[float] = None) -> torch.Tensor:
