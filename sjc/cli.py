@@ -167,6 +167,9 @@ def cmd_prior_dataset(a) -> None:
     cfg = _dataclass_from(DatasetConfig, a)
     if cfg.views < 1 or cfg.resolution < 8:
         raise SJCError(f"need --views >= 1 and --resolution >= 8, got {cfg.views} and {cfg.resolution}")
+    if not (cfg.radius > 0 and 0 < cfg.fov_min <= cfg.fov_max < 180 and -90 <= cfg.elev_min <= cfg.elev_max <= 90):
+        raise SJCError(f"need --radius > 0, 0 < --fov-min <= --fov-max < 180 and -90 <= --elev-min <= --elev-max <= 90, "
+                       f"got {cfg.radius}, {cfg.fov_min}, {cfg.fov_max}, {cfg.elev_min} and {cfg.elev_max}")
     check_writable(Path(a.out) / "dataset.pt")
     print(build_dataset(cfg, Path(a.out), progress=not a.quiet))
 
@@ -175,8 +178,9 @@ def cmd_prior_train(a) -> None:
     from .prior_training import ModelConfig, TrainConfig, train_prior
 
     cfg = _dataclass_from(TrainConfig, a)
-    if cfg.steps < 1 or cfg.batch < 1 or cfg.lr <= 0:
-        raise SJCError(f"need positive --steps, --batch and --lr, got {cfg.steps}, {cfg.batch} and {cfg.lr}")
+    if cfg.steps < 1 or cfg.batch < 1 or cfg.lr <= 0 or (a.stop_after is not None and a.stop_after < 1):
+        raise SJCError(f"need positive --steps, --batch, --lr and --stop-after, got {cfg.steps}, {cfg.batch}, {cfg.lr} "
+                       f"and {a.stop_after}")
     if min(cfg.checkpoint_every, cfg.sample_every, cfg.log_every) < 1 or cfg.warmup < 0 or cfg.threads < 0:
         raise SJCError(f"need positive --checkpoint-every, --sample-every and --log-every, and --warmup and --threads "
                        f">= 0, got {cfg.checkpoint_every}, {cfg.sample_every}, {cfg.log_every}, {cfg.warmup} and "
@@ -201,6 +205,14 @@ def cmd_prior_train(a) -> None:
     print(folder or f"stopped after {a.stop_after} steps; run the same command again to continue")
 
 
+def check_dataset_fits(data: dict, prior, path) -> None:
+    """The dataset's renders have the prior's image size, or one line says how to build one that has."""
+    h, w = data["shaded"].shape[-2:]
+    if (h, w) != tuple(prior.shape[1:]):
+        raise SJCError(f"the dataset {path} holds {h}×{w} renders but the prior makes {prior.shape[1]}×"
+                       f"{prior.shape[2]} images: build one with sjc prior dataset --resolution {prior.shape[1]}")
+
+
 def _toy_prior(model, device="cpu"):
     from .priors.text_unet import PixelTextPrior
     return PixelTextPrior(model, device)
@@ -214,10 +226,10 @@ def cmd_prior_check(a) -> None:
     from .export import save_image
     from .prior_training import HELD_OUT, load_dataset
 
-    if a.n < 1 or a.steps < 1:
-        raise SJCError(f"need positive --n and --steps, got {a.n} and {a.steps}")
-    out = Path(a.out)
-    check_writable(out.with_suffix(".json"))
+    if a.n < 1 or a.steps < 1 or (a.views is not None and a.views < 1):
+        raise SJCError(f"need positive --n, --steps and --views, got {a.n}, {a.steps} and {a.views}")
+    out = Path(a.out)   # a prefix, not a file name: "guidance-7.5" keeps its ".5"
+    check_writable(Path(f"{out}.json"))
     data = load_dataset(Path(a.data))
     prior = _toy_prior(a.model)
     views = list(prior.views.labels) if a.view == ["all"] else a.view or [None]
@@ -225,6 +237,7 @@ def cmd_prior_check(a) -> None:
         if v and v not in prior.views.labels:
             raise SJCError(f"--view {v!r} is not a view of this prior's {prior.views.name!r} scheme: use all or "
                            f"one of {', '.join(prior.views.labels)}")
+    check_dataset_fits(data, prior, a.data)
     labels = prior.views.index(data["azimuth"], data["elevation"]) if a.view else None
     clf = NearestRender(data["shaded"], data["background"], a.views or (None if a.view else 500), labels)
     held = [toyworld.ToyObject(s, c) for s, c in HELD_OUT]
@@ -258,8 +271,8 @@ def cmd_prior_check(a) -> None:
     for obj in held:
         m = mean([r for r in result["held out"]["objects"] if r["object"] == obj.caption])
         lines.append(f"| {obj.caption} | {m['correct']:.0%} | {m['shape_ok']:.0%} | {m['colour_ok']:.0%} |")
-    write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_text(Path(f"{out}.json"), json.dumps(result, indent=2) + "\n")
+    write_text(Path(f"{out}.md"), "\n".join(lines) + "\n")
 
 
 def cmd_paas2d(a) -> None:
@@ -274,13 +287,16 @@ def cmd_paas2d(a) -> None:
     if a.steps < 1 or a.lr <= 0:
         raise SJCError(f"need positive --steps and --lr, got {a.steps} and {a.lr}")
     out = Path(a.out)
+    if out.suffix.lower() != ".png":   # the rows go beside it as .json
+        raise SJCError(f"--out must name a .png file (the rows are written beside it as .json), got {a.out}")
     check_writable(out)
     prior = _toy_prior(a.model)
-    clf = NearestRender(**{k: v for k, v in load_dataset(Path(a.data)).items() if k in ("shaded", "background")}) \
-        if a.data else None
-    if clf is not None:   # labelling needs toy-world prompts: a bad one fails now, not after the others' runs
+    data = load_dataset(Path(a.data)) if a.data else None
+    if data is not None:   # labelling needs toy-world prompts and renders of the prior's size: checked now, not late
         from . import toyworld
         truths = {p: toyworld.parse_prompt(p)[1] for p in a.prompts}
+        check_dataset_fits(data, prior, a.data)
+    clf = NearestRender(data["shaded"], data["background"]) if data is not None else None
     imgs, rows = [], []
     for prompt in a.prompts:
         for method in a.methods:

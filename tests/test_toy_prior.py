@@ -490,3 +490,47 @@ def test_a_resume_may_change_only_how_the_model_is_saved(dataset, tmp_path):
     assert all(v.dtype == torch.float16 for v in load_file(folder / "unet" / "diffusion_pytorch_model.safetensors").values())
     with pytest.raises(SJCError, match="another configuration"):
         train_prior(dataset, tmp_path / "t", replace(cfg, lr=1e-2), TINY_MODEL, progress=False)
+
+
+def test_2d_commands_check_their_outputs_and_dataset_before_any_sampling(dataset, tmp_path, capsys, monkeypatch):
+    import sjc.check2d as check2d
+
+    for name in ("optimise_image", "sample_accuracy"):
+        monkeypatch.setattr(check2d, name, lambda *a, **k: pytest.fail("sampled before checking its input"))
+    # The rows of paas2d go beside its PNG as .json: a .json --out would have overwritten the image.
+    assert main(["paas2d", "a red cube", "--steps", "1", "--out", str(tmp_path / "r.json")]) == 2
+    assert "--out must name a .png file" in capsys.readouterr().err
+    # The 16×16 dataset cannot label the built-in prior's 32×32 images.
+    for argv in (["paas2d", "a red cube", "--out", str(tmp_path / "p.png")], ["prior", "check", "--out", str(tmp_path / "c")]):
+        assert main([*argv, "--data", str(dataset), "--steps", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "16×16 renders but the prior makes 32×32" in err and "--resolution 32" in err
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["prior", "dataset", "--radius", "0"], "--radius > 0"),
+    (["prior", "dataset", "--fov-min", "70", "--fov-max", "10"], "--fov-min <= --fov-max"),
+    (["prior", "dataset", "--elev-min", "-100"], "--elev-min"),
+    (["prior", "train", "--stop-after", "-2"], "--stop-after"),
+    (["prior", "check", "--views", "-3"], "--views"),
+])
+def test_prior_commands_refuse_settings_that_would_silently_misbehave(dataset, tmp_path, capsys, argv, hint):
+    extra = [] if argv[1] == "dataset" else ["--data", str(dataset)]
+    assert main([*argv, *extra, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sjc: error: ") and err.count("\n") == 1 and hint in err
+
+
+def test_prior_check_out_is_a_prefix(tmp_path, monkeypatch, capsys):
+    """`--out pc/guidance-7.5` writes guidance-7.5.json and .md (Path.with_suffix once made them guidance-7.*)."""
+    import sjc.check2d as check2d
+    import sjc.cli as cli
+
+    data = tmp_path / "d32"
+    build_dataset(DatasetConfig(views=2, resolution=32), data, progress=False)
+    monkeypatch.setattr(check2d, "sample_accuracy", lambda prior, clf, objs, *a, **k: (
+        [{"object": o.caption, "view": None, "correct": 1.0, "shape_ok": 1.0, "colour_ok": 1.0} for o in objs],
+        torch.zeros(len(objs), 3, 32, 32)))
+    assert cli.main(["prior", "check", "--data", str(data), "--out", str(tmp_path / "pc" / "guidance-7.5")]) == 0
+    names = sorted(p.name for p in (tmp_path / "pc").iterdir())
+    assert names == ["guidance-7.5-held-out.png", "guidance-7.5-trained.png", "guidance-7.5.json", "guidance-7.5.md"]
