@@ -102,9 +102,13 @@ def bench_unet_layout(prompt: str = "a blue mug", calls: int = 40, steps: int = 
                                      - priors["channels_last"].model_output(x, t, cond, 2.0)).abs().max().item()}
     per_call = {k: [] for k in layouts}
     per_step = {k: [] for k in layouts}
-    for _ in range(repeats):
-        for k, prior in priors.items():
-            prior.model_output(x, t, cond, 2.0)   # warm
+    for k, prior in priors.items():   # both warm before any timing: the process's first-call costs land on neither
+        for _ in range(3):
+            prior.model_output(x, t, cond, 2.0)
+        time_steps(runs[k], 2)
+    for r in range(repeats):
+        for k in (list(layouts) if r % 2 == 0 else list(layouts)[::-1]):   # alternating order: no layout always first
+            prior = priors[k]
             t0 = time.perf_counter()
             for _ in range(calls):
                 prior.model_output(x, t, cond, 2.0)

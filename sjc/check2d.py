@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+from tqdm import tqdm
 
 from . import toyworld
 from .guidance import GRADIENTS, sample_sigma
@@ -75,7 +76,7 @@ class NearestRender:
 
 def sample_accuracy(prior: Prior, classifier: NearestRender, objects: list[toyworld.ToyObject], n: int = 8,
                     steps: int = 20, guidance: Optional[float] = None, seed: int = 0,
-                    views: Sequence[Optional[str]] = (None,)):
+                    views: Sequence[Optional[str]] = (None,), progress: bool = False):
     """n Heun samples per object and view, classified: (one row per object and view with the shares right, samples).
 
     A view label puts its prefix on the prompt and compares the samples with that view's renders only (the
@@ -83,7 +84,7 @@ def sample_accuracy(prior: Prior, classifier: NearestRender, objects: list[toywo
     """
     shape_names, colour_names = list(toyworld.SHAPES), list(toyworld.COLOURS)
     rows, images = [], []
-    for k, obj in enumerate(objects):
+    for k, obj in enumerate(tqdm(objects, desc="objects", unit="object", disable=not progress, leave=False)):
         g = torch.Generator().manual_seed(seed + k)
         for view in views:
             prompt = (prior.views.prefix(view) if view else "") + obj.caption
@@ -99,7 +100,8 @@ def sample_accuracy(prior: Prior, classifier: NearestRender, objects: list[toywo
 
 
 def optimise_image(prior: Prior, prompt: str, method: str, steps: int = 500, lr: float = 0.05,
-                   guidance: Optional[float] = None, seed: int = 0, start: float = 0.0) -> torch.Tensor:
+                   guidance: Optional[float] = None, seed: int = 0, start: float = 0.0,
+                   progress: bool = False) -> torch.Tensor:
     """The paper's 2D experiment: ascend one image from a flat start with a score step (paas | naive | sds)."""
     g = torch.Generator().manual_seed(seed)
     sigmas = train_sigmas(prior)
@@ -107,7 +109,7 @@ def optimise_image(prior: Prior, prompt: str, method: str, steps: int = 500, lr:
     opt = torch.optim.Adamax([x], lr=lr)
     cond = prior.cond(prompt)
     fn = GRADIENTS[method]
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc=f"{method}: {prompt}", unit="step", disable=not progress, leave=False):
         sigma = sample_sigma(sigmas, g)
         with torch.no_grad():
             grad = fn(prior, x.detach(), sigma, cond, guidance if guidance is not None else prior.default_guidance, g)

@@ -97,7 +97,8 @@ def cmd_sample2d(a) -> None:
     device = resolve_device(a.device)
     prior = load_prior(cfg, device)
     gen = torch.Generator(device).manual_seed(a.seed)
-    x = heun_sample(prior, a.n, a.steps, a.sigma_min, a.sigma_max, a.prompt, a.guidance_scale, gen, device)
+    x = heun_sample(prior, a.n, a.steps, a.sigma_min, a.sigma_max, a.prompt, a.guidance_scale, gen, device,
+                    progress=sys.stderr.isatty())
     print(save_image(Path(a.out), prior.decode(x), scale=a.scale))
 
 
@@ -254,7 +255,8 @@ def cmd_prior_check(a) -> None:
         return {k: sum(r[k] for r in rows) / len(rows) for k in ("correct", "shape_ok", "colour_ok")}
 
     for name, objs in (("trained", trained), ("held out", held)):
-        rows, imgs = sample_accuracy(prior, clf, objs, a.n, a.steps, a.guidance_scale, a.seed, views)
+        rows, imgs = sample_accuracy(prior, clf, objs, a.n, a.steps, a.guidance_scale, a.seed, views,
+                                     progress=sys.stderr.isatty())
         m = mean(rows)
         result[name] = {"mean": m, "objects": rows}
         if len(views) > 1:
@@ -300,7 +302,7 @@ def cmd_paas2d(a) -> None:
     imgs, rows = [], []
     for prompt in a.prompts:
         for method in a.methods:
-            x = optimise_image(prior, prompt, method, a.steps, a.lr, a.guidance_scale, a.seed)
+            x = optimise_image(prior, prompt, method, a.steps, a.lr, a.guidance_scale, a.seed, progress=sys.stderr.isatty())
             imgs.append(x)
             row = {"prompt": prompt, "method": method}
             if clf is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from tqdm import tqdm
 
 from .priors.base import Prior
 
@@ -18,7 +19,7 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, 
 @torch.no_grad()
 def heun_sample(prior: Prior, n: int, steps: int = 30, sigma_min: Optional[float] = None,
                 sigma_max: Optional[float] = None, prompt: str = "", guidance: Optional[float] = None,
-                generator: Optional[torch.Generator] = None, device="cpu") -> torch.Tensor:
+                generator: Optional[torch.Generator] = None, device="cpu", progress: bool = False) -> torch.Tensor:
     """Draw n samples (n, C, H, W): integrate dx/dσ = (x − D(x, σ))/σ from σ_max to 0 with Heun steps."""
     lo = float(prior.sigmas[0]) if sigma_min is None else sigma_min
     hi = float(prior.sigmas[-1]) if sigma_max is None else sigma_max
@@ -29,7 +30,7 @@ def heun_sample(prior: Prior, n: int, steps: int = 30, sigma_min: Optional[float
     sig = karras_sigmas(steps, lo, hi, device=device)
     cond = prior.cond(prompt)
     x = torch.randn((n, *prior.shape), generator=generator, device=device) * sig[0]
-    for i in range(steps):
+    for i in tqdm(range(steps), desc="heun", unit="step", disable=not progress, leave=False):
         s, s_next = sig[i], sig[i + 1]
         d = (x - prior.D(x, s, cond, guidance)) / s
         x_next = x + (s_next - s) * d
