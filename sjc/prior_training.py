@@ -263,12 +263,14 @@ def dsm_loss(unet, text_encoder, scheduler, x0, ids, g: torch.Generator, timeste
     return torch.nn.functional.mse_loss(unet(x_t, t, encoder_hidden_states=emb).sample.float(), target)
 
 
-SAMPLE_PROMPTS = ["a blue sphere", "a red cube", "a green torus", "front view of a gray mug",
-                  "a purple sphere", "a green cube", "a pink cube with a ball on its front", "side view of an orange mug"]
+# (shape, colour, view label or None) of the training sample grids: four trained objects, then four held out; the two
+# views are labels of every scheme, so each prompt is one the model was trained on (in its captions' words).
+SAMPLES = [("sphere", "blue", None), ("cube", "red", None), ("torus", "green", None), ("mug", "gray", "front"),
+           ("sphere", "purple", None), ("cube", "green", None), ("cube_with_ball", "pink", None), ("mug", "orange", "back")]
 
 
 def write_samples(path: Path, unet, text_encoder, tokenizer, scheduler, steps: int = 20, seed: int = 0) -> Path:
-    """A grid of Heun samples (one per SAMPLE_PROMPTS entry; the last four are held out)."""
+    """A grid of Heun samples (one per SAMPLES entry; the last four are held out)."""
     from .export import save_image
     from .priors.text_unet import PixelTextPrior
     from .sample2d import heun_sample
@@ -276,8 +278,10 @@ def write_samples(path: Path, unet, text_encoder, tokenizer, scheduler, steps: i
     # The EMA weights stay in the default layout: they are averaged into and saved (safetensors wants contiguous).
     prior = PixelTextPrior(components=(unet, None, text_encoder, tokenizer, scheduler), channels_last=False)
     g = torch.Generator().manual_seed(seed)
-    imgs = torch.cat([heun_sample(prior, 1, steps, 0.02, 80.0, p, None, g) for p in SAMPLE_PROMPTS])
-    return save_image(path, imgs, scale=2, ncol=len(SAMPLE_PROMPTS) // 2)
+    prompts = [(prior.views.prefix(view) if view else "") + toyworld.ToyObject(shape, colour).caption
+               for shape, colour, view in SAMPLES]
+    imgs = torch.cat([heun_sample(prior, 1, steps, 0.02, 80.0, p, None, g) for p in prompts])
+    return save_image(path, imgs, scale=2, ncol=len(SAMPLES) // 2)
 
 
 def plot_loss(csv_path: Path, png_path: Path) -> Optional[Path]:

@@ -534,3 +534,14 @@ def test_prior_check_out_is_a_prefix(tmp_path, monkeypatch, capsys):
     assert cli.main(["prior", "check", "--data", str(data), "--out", str(tmp_path / "pc" / "guidance-7.5")]) == 0
     names = sorted(p.name for p in (tmp_path / "pc").iterdir())
     assert names == ["guidance-7.5-held-out.png", "guidance-7.5-trained.png", "guidance-7.5.json", "guidance-7.5.md"]
+
+
+def test_training_sample_grid_prompts_are_training_captions():
+    from sjc.cameras import VIEW_SCHEMES
+    from sjc.prior_training import SAMPLES, captions
+
+    assert [(s, c) in HELD_OUT for s, c, _ in SAMPLES] == [False] * 4 + [True] * 4
+    for views in VIEW_SCHEMES.values():
+        for shape, colour, view in SAMPLES:
+            prompt = (views.prefix(view) if view else "") + toyworld.ToyObject(shape, colour).caption
+            assert prompt in captions(shape, colour, views), (views.name, prompt)
