@@ -364,6 +364,13 @@ def test_model_config_mistakes_are_named(tiny, tmp_path, monkeypatch):
     for model, model_config, hint in cases:
         with pytest.raises(SJCError, match=hint.replace(".", r"\.")):
             prior_for(model, model_config=model_config)
+    # Priors that never read it refuse it rather than ignore it.
+    with pytest.raises(SJCError, match="the unet2d prior does not read it"):
+        prior_for(tiny["ddpm"], model_config=str(tiny["sd"]))
+    cfg = RunConfig(prompt="a red cube")
+    cfg.model.model_config = str(tiny["sd"])
+    with pytest.raises(SJCError, match="the toy prior does not read it"):
+        load_prior(cfg)
 
 
 def test_a_bare_unet2d_folder_loads_with_a_warning_about_its_assumed_schedule(tiny, capsys):
