@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from .atomic import write_text
-from .config import RunConfig, add_config_flags, apply_overrides
+from .config import RunConfig, add_config_flags, apply_overrides, iter_fields
 from .errors import SJCError, interrupt_behind
 
 DEFAULT_PROMPT = "a blue sphere"
@@ -27,10 +27,14 @@ def cmd_generate(a) -> None:
     _report(out_dir, metrics)
 
 
+RESUME_OUTPUT_FLAGS = ("ckpt_every", "preview_every", "video", "mesh")   # what resume may change: never the result
+
+
 def cmd_resume(a) -> None:
     from .pipeline import resume
 
-    out_dir, metrics = resume(Path(a.run_dir), progress=not a.quiet, steps=a.steps)
+    output = {k: getattr(a, k) for k in RESUME_OUTPUT_FLAGS if getattr(a, k) is not None}
+    out_dir, metrics = resume(Path(a.run_dir), progress=not a.quiet, steps=a.steps, output=output)
     _report(out_dir, metrics)
 
 
@@ -348,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="continue an interrupted run from its folder, exactly")
     r.add_argument("run_dir")
     r.add_argument("--steps", type=int, help="raise the step budget (train longer)")
+    add_config_flags(r, exclude=tuple(f.name for _, f in iter_fields(RunConfig()) if f.name not in RESUME_OUTPUT_FLAGS))
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_resume)
 

@@ -207,11 +207,17 @@ def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None)
 
 
 def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None,
-           prior: Optional[Prior] = None) -> tuple[Path, dict]:
-    """Continue an interrupted (or finished, with more --steps) run exactly where its checkpoint left off."""
+           prior: Optional[Prior] = None, output: Optional[dict] = None) -> tuple[Path, dict]:
+    """Continue an interrupted (or finished, with more --steps) run exactly where its checkpoint left off;
+    `output` changes what it writes and how often (OutputConfig fields), never what it computes."""
     run_dir = Path(run_dir)
     run = load_run(run_dir, prior=prior)
     prepare_out_dir(run_dir, None)
+    if output:
+        for k, v in output.items():
+            setattr(run.cfg.output, k, v)
+        run.cfg.validate()
+        run.cfg.save(run_dir / CONFIG_NAME)
     if steps is not None and steps != run.cfg.optim.steps:
         if run.step > run.cfg.optim.steps:   # its config could no longer say what it did: polish, then more SJC steps
             raise SJCError(f"this run has begun its appearance polish (step {run.step}, after {run.cfg.optim.steps} "

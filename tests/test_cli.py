@@ -23,7 +23,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from sjc.cli import main
+from sjc.cli import build_parser, main
 
 TINY = ["--prior", "closed-form", "--grid-size", "12", "--resolution", "8", "--ckpt-every", "10", "--preview-every", "1000",
         "--video-frames", "4", "--quiet"]
@@ -1173,3 +1173,22 @@ def test_sample2d_sigma_range_must_hold_once_the_table_fills_the_other_end(capsy
     rc, _, err = sjc(capsys, "sample2d", "a red cube", "--n", 1, "--steps", 1, *argv, "--out", tmp_path / "s.png")
     assert_one_line_error(rc, err, "σ_min < σ_max", "--sigma-min")
     assert not (tmp_path / "s.png").exists()
+
+
+def test_resume_may_change_what_a_run_writes_but_not_what_it_computes(capsys, tmp_path):
+    d = tmp_path / "r"
+    generate(d, steps=20)   # --no-video --no-mesh
+    before = load_file(str(d / "checkpoint.safetensors"))
+    rc, _, err = sjc(capsys, "resume", d, "--video", "--ckpt-every", 5)
+    assert rc == 0, err
+    assert video_frames(d / "turntable.mp4") > 0
+    out = json.loads((d / "config.json").read_text())["output"]
+    assert out["video"] is True and out["ckpt_every"] == 5 and out["mesh"] is False
+    after = load_file(str(d / "checkpoint.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    rc, _, err = sjc(capsys, "resume", d, "--ckpt-every", 0)
+    assert_one_line_error(rc, err, "--ckpt-every")
+    assert json.loads((d / "config.json").read_text())["output"]["ckpt_every"] == 5
+    for flag in ("--lr", "--guidance-scale", "--seed", "--prompt"):   # what would change the result is not a flag
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["resume", str(d), flag, "1"])
