@@ -201,8 +201,12 @@ def cmd_prior_train(a) -> None:
     check_writable(Path(a.out) / "state.pt")
     if cfg.init and not (Path(cfg.init) / "unet").is_dir():
         raise SJCError(f"--init {cfg.init}: not a toy prior folder (it has no unet/); give e.g. sjc/weights/toy32")
+    if a.text_width < 4 or a.text_width % 4 or a.text_layers < 1:   # 4 attention heads
+        raise SJCError(f"need --text-width a positive multiple of 4 and --text-layers >= 1, got {a.text_width} and "
+                       f"{a.text_layers}")
     model_cfg = ModelConfig(channels=tuple(a.channels) if a.channels else ModelConfig.channels, views=a.views,
-                            norm_groups=a.norm_groups)
+                            norm_groups=a.norm_groups, text_width=a.text_width, text_layers=a.text_layers,
+                            prediction_type=a.prediction_type)
     if a.norm_groups < 1 or any(c % a.norm_groups for c in model_cfg.channels):
         raise SJCError(f"every --channels width must be a multiple of --norm-groups {a.norm_groups}, "
                        f"got {' '.join(map(str, model_cfg.channels))}")
@@ -415,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"GroupNorm groups; every width a multiple (default {ModelConfig.norm_groups})")
     pt.add_argument("--views", default=ModelConfig.views, choices=sorted(VIEW_SCHEMES),
                     help="view-prompt scheme of the captions: reference (front, side, back, overhead), fine (45° sectors, left and right apart) or fine-bands (fine + low/mid/top: the shipped model's)")
+    pt.add_argument("--text-width", type=int, default=ModelConfig.text_width,
+                    help=f"text encoder width, a multiple of 4 (default {ModelConfig.text_width})")
+    pt.add_argument("--text-layers", type=int, default=ModelConfig.text_layers,
+                    help=f"text encoder layers (default {ModelConfig.text_layers})")
+    pt.add_argument("--prediction-type", default=ModelConfig.prediction_type, choices=["epsilon", "v_prediction"],
+                    help=f"what the U-Net predicts (default {ModelConfig.prediction_type})")
     pt.add_argument("--stop-after", type=int, help="end this call after N steps (checkpointed; rerun to continue)")
     pt.add_argument("--quiet", action="store_true")
     _dataclass_args(pt, TrainConfig)

@@ -545,3 +545,22 @@ def test_training_sample_grid_prompts_are_training_captions():
         for shape, colour, view in SAMPLES:
             prompt = (views.prefix(view) if view else "") + toyworld.ToyObject(shape, colour).caption
             assert prompt in captions(shape, colour, views), (views.name, prompt)
+
+
+def test_prior_train_cli_sets_the_text_encoder_and_prediction_type(dataset, tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["prior", "train", "--data", str(dataset), "--out", str(out), "--steps", "2", "--batch", "2",
+                 "--channels", "32", "64", "--norm-groups", "32", "--text-width", "32", "--text-layers", "1",
+                 "--prediction-type", "epsilon", "--precision", "float32", "--weights-dtype", "float32",
+                 "--sample-every", "100", "--quiet"]) == 0
+    model = out / "model"
+    text = json.loads((model / "text_encoder" / "config.json").read_text())
+    sched = json.loads((model / "scheduler" / "scheduler_config.json").read_text())
+    assert text["hidden_size"] == 32 and text["num_hidden_layers"] == 1 and sched["prediction_type"] == "epsilon"
+    from sjc.priors.text_unet import PixelTextPrior
+    prior = PixelTextPrior(str(model))
+    assert prior.prediction_type == "epsilon"
+    x = torch.zeros(1, *prior.shape)
+    assert torch.isfinite(prior.D(x, 1.0, prior.cond("a red cube"))).all()
+    assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "u"), "--text-width", "30"]) == 2
+    assert "--text-width a positive multiple of 4" in capsys.readouterr().err
