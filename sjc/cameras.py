@@ -26,6 +26,7 @@ class Cameras:
         return self.pos.shape[0]
 
     def to(self, device) -> "Cameras":
+        """The same cameras on `device` (copied without blocking the host)."""
         return Cameras(*(t.to(device, non_blocking=True) for t in (self.rot, self.pos, self.fov, self.azimuth, self.elevation)))
 
     def __getitem__(self, i) -> "Cameras":

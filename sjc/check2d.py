@@ -102,7 +102,8 @@ def sample_accuracy(prior: Prior, classifier: NearestRender, objects: list[toywo
 def optimise_image(prior: Prior, prompt: str, method: str, steps: int = 500, lr: float = 0.05,
                    guidance: Optional[float] = None, seed: int = 0, start: float = 0.0,
                    progress: bool = False) -> torch.Tensor:
-    """The paper's 2D experiment: ascend one image from a flat start with a score step (paas | naive | sds)."""
+    """The paper's 2D experiment: ascend one image from a flat start with a score step (a GRADIENTS name: paas,
+    paas-plain, naive or sds)."""
     g = torch.Generator().manual_seed(seed)
     sigmas = train_sigmas(prior)
     x = torch.full((1, *prior.shape), start, requires_grad=True)

@@ -129,10 +129,12 @@ class RunConfig:
     SECTIONS = ("model", "field", "render", "camera", "guidance", "reg", "optim", "output")
 
     def to_dict(self) -> dict:
+        """Every field, nested by section, as plain JSON-able values."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        """A config from to_dict()'s form (sections as nested dicts)."""
         d = dict(d)
         kw: dict[str, Any] = {}
         unknown = set(d) - {f.name for f in fields(cls)}
@@ -152,11 +154,13 @@ class RunConfig:
         return cls(**kw)
 
     def save(self, path: Path) -> None:
+        """Write the config as JSON, atomically."""
         from .atomic import write_text
         write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
+        """Read a config.json, or fail with one line that names the file."""
         try:
             cfg = cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError, TypeError, AttributeError) as e:
@@ -251,6 +255,7 @@ def resolve_defaults(cfg: RunConfig, defaults: dict[str, Any]) -> RunConfig:
 
 
 def flag_name(name: str) -> str:
+    """A config field's command-line flag: grid_size → --grid-size."""
     return "--" + name.replace("_", "-")
 
 

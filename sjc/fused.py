@@ -108,6 +108,7 @@ def extension():
 
 
 def available() -> bool:
+    """Whether the fused CPU kernels are built (or can be built) for this machine."""
     return extension() is not None
 
 
@@ -154,7 +155,8 @@ def channels_last(app: torch.Tensor) -> torch.Tensor:
 
 def fused_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weight_threshold: float = 1e-4,
                       far_depth: float = 10.0, occupancy: tuple | None = None, emptiness_scale: float = 10.0):
-    """The dense renderer's result from one fused C++ pass per ray (CPU, float32), early termination included.
+    """The dense renderer's result, up to the samples it may skip, from one fused C++ pass per ray (CPU, float32):
+    it skips samples in empty occupancy cells and stops a ray once its transmittance is negligible.
 
     Per-sample weights are never materialised: the emptiness regulariser's sum is taken in the same pass.
     """

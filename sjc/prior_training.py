@@ -228,6 +228,7 @@ class CaptionTable:
         self.empty = len(rows) - 1
 
     def row(self, shape: torch.Tensor, colour: torch.Tensor, variant: torch.Tensor) -> torch.Tensor:
+        """The table row of each (shape, colour, caption variant): variant 0 the plain caption, k the k-th view's."""
         return (shape * len(COLOUR_NAMES) + colour) * (1 + len(self.views.labels)) + variant
 
 

@@ -113,7 +113,8 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
 
 
 def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
-    """One step of Score Jacobian Chaining; returns the loss terms (tensors, not synchronised).
+    """One step of Score Jacobian Chaining; returns diagnostics (emptiness, score norm, opacity) as device tensors,
+    which the caller may read when it likes (reading one waits for the device).
 
     Steps past cfg.optim.steps are the appearance polish: the score at small σ, chained into the appearance
     grid alone (the geometry is final), from a fresh Adamax state.
@@ -147,14 +148,17 @@ def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
 
 
 def checkpoint_path(out_dir: Path) -> Path:
+    """Where a run folder keeps its checkpoint."""
     return Path(out_dir) / "checkpoint.safetensors"
 
 
 def save(run: Run, out_dir: Path) -> None:
+    """Checkpoint the run (field, optimiser, step, RNG states) into its folder, atomically."""
     save_checkpoint(checkpoint_path(out_dir), run.field, run.optimizer, run.step, run.generators)
 
 
 def resume_from(run: Run, out_dir: Path) -> None:
+    """Restore the run's state from its folder's checkpoint: the next step is the one the checkpoint stopped before."""
     run.step = load_checkpoint(checkpoint_path(out_dir), run.field, run.optimizer, run.generators)
 
 

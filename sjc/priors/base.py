@@ -18,7 +18,8 @@ class Prior(ABC):
     width: int = 32
     pixel_space: bool = True          # appearance through sigmoid·2−1 (else raw latent features)
     text_conditioned: bool = True
-    # Config fields this prior sets where the user left them unset (reference SJC values by default).
+    # Config fields this prior sets where the user left them unset: the reference grid, steps and field of view, and
+    # neutral guidance and emptiness weights (each family sets its own; Stable Diffusion the reference 100 and 1e4).
     defaults: dict = {"grid_size": 100, "steps": 10000, "guidance_scale": 1.0, "emptiness_weight": 1.0,
                       "fov_min": 40.0, "fov_max": 70.0}
     background_init: float = 0.0      # initial background value in data units

@@ -75,8 +75,8 @@ class VPDenoiserPrior(Prior):
     """Any ε/v/x₀-prediction VP model as D(x, σ): snap σ to the table, scale the input, convert, guide."""
 
     prediction_type: str = "epsilon"   # or "v_prediction" or "sample" (x₀)
-    trim_small: int = 10               # σ-table entries dropped from each end for SJC's σ draw
-    trim_large: int = 30
+    trim_small: int = 10               # smallest σ-table entries left out of SJC's σ draw
+    trim_large: int = 30               # largest ones left out
 
     def __init__(self, scheduler, device, model: str = "the model"):
         """σ table and prediction type from a diffusers DDPM-style scheduler (`model` names it in errors)."""
