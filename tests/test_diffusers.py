@@ -41,6 +41,21 @@ def test_sd_sigma_table_matches_the_scheduler():
     ts = torch.tensor([0, 1, 17, 500, 998, 999])
     assert torch.equal(sigma_to_t(sig[ts] * 1.0004, sig), ts)
     assert torch.equal(sigma_to_t(torch.tensor([1e-6, 1e6]), sig), torch.tensor([0, 999]))
+    # Nearest in log σ, not in σ: just above the geometric midpoint of two entries (below their arithmetic one)
+    # the upper entry is nearer in log σ, the lower one in σ.
+    t = torch.tensor([0, 3, 10])   # where neighbours differ by 4–6%, so the two midpoints are apart in float64
+    lo, hi = sig[t].double(), sig[t + 1].double()
+    mid = ((lo * hi).sqrt() + (lo + hi) / 2) / 2   # between the geometric and the arithmetic midpoint
+    assert torch.equal(sigma_to_t(mid, sig.double()), t + 1)
+
+
+def test_sd_denoiser_uses_the_snapped_table_sigma(tiny):
+    """D(x, σ) asks the network at the nearest table entry and uses that entry's σ throughout."""
+    p = prior_for(tiny["sd"])
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    cond = p.cond("a red cube")
+    sigma = p.sigmas[400]
+    assert torch.equal(p.D(x, sigma * 1.0005, cond), p.D(x, sigma, cond))
 
 
 def test_sd_prior_default_sigma_range_is_the_reference(tiny):
@@ -112,7 +127,12 @@ def test_sd_guidance_is_linear_in_the_scale(tiny):
 
 def test_sd_decode_and_vertex_colours(tiny):
     p = prior_for(tiny["sd"])
-    assert p.decode(torch.randn(2, 4, 8, 8)).shape == (2, 3, 16, 16)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    rgb = p.decode(z)
+    assert rgb.shape == (2, 3, 16, 16)
+    with torch.no_grad():   # latents are VAE latents × scaling_factor: decode undoes the factor first
+        want = p.vae.decode(z / p.vae.config.scaling_factor).sample.clamp(-1, 1)
+    assert torch.allclose(rgb, want, atol=1e-6) and p.vae.config.scaling_factor != 1
     rgb = p.feature_to_rgb(torch.randn(7, 4))
     assert rgb.shape == (7, 3) and rgb.abs().max() <= 1
 

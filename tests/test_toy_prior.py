@@ -564,3 +564,29 @@ def test_prior_train_cli_sets_the_text_encoder_and_prediction_type(dataset, tmp_
     assert torch.isfinite(prior.D(x, 1.0, prior.cond("a red cube"))).all()
     assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "u"), "--text-width", "30"]) == 2
     assert "--text-width a positive multiple of 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
+def test_dsm_loss_targets_the_models_prediction_type(prediction_type):
+    """A network that predicts the right target exactly has loss 0; the other target does not."""
+    from types import SimpleNamespace
+
+    from diffusers import DDPMScheduler
+    from sjc.prior_training import dsm_loss, sample_timesteps
+
+    sched = DDPMScheduler(prediction_type=prediction_type)
+    x0 = torch.rand(3, 3, 4, 4) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    t = sample_timesteps(3, sched.config.num_train_timesteps, 1.0, g)   # dsm_loss's own draws, replayed
+    noise = torch.randn(x0.shape, generator=g)
+    targets = {"v_prediction": sched.get_velocity(x0, noise, t), "epsilon": noise}
+
+    def oracle(want):
+        return lambda x_t, t, encoder_hidden_states: SimpleNamespace(sample=want)
+
+    text = lambda ids: (torch.zeros(ids.shape[0], 1, 4),)   # noqa: E731
+    for kind, target in targets.items():
+        g.set_state(state)
+        loss = dsm_loss(oracle(target), text, sched, x0, torch.zeros(3, 2, dtype=torch.long), g).item()
+        assert (loss == 0) == (kind == prediction_type), (kind, loss)
