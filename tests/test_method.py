@@ -252,3 +252,34 @@ def test_oracle_guide_points_at_the_true_render():
     truth = torch.rand(1, 3, 4, 4)
     x = torch.rand(1, 3, 4, 4)
     assert torch.equal(OracleGuide(lambda cams: truth)(x, None, "", None), truth - x)
+
+
+@pytest.mark.parametrize("renderer", ["dense", "fast"])
+def test_sjc_step_descends_the_emptiness_loss_as_the_regulariser_defines_it(renderer):
+    """With a zero score, one SJC step's density gradient is exactly λ·∂/∂θ of regularizers.emptiness_loss (the mean
+    of log(1 + s·w) over the ray samples inside the box) at the step's camera."""
+    from sjc.cameras import sample_train_cameras
+    from sjc.config import RunConfig
+    from sjc.regularizers import emptiness_loss
+    from sjc.train import build_run, sjc_step
+
+    cfg = RunConfig(prompt="a red cube", prior="closed-form")
+    cfg.field.grid_size, cfg.render.resolution, cfg.render.renderer = 12, 8, renderer
+    cfg.optim.steps, cfg.reg.emptiness_weight, cfg.output.device = 10, 3.0, "cpu"
+    run = build_run(cfg)
+    with torch.no_grad():
+        run.field.density_raw.normal_(generator=torch.Generator().manual_seed(0))
+    run.guide = lambda x, cams, prompt, gen: torch.zeros_like(x)
+    before = {k: v.clone() for k, v in run.field.state_dict().items()}
+    cam_state = run.generators["camera"].get_state()
+    sjc_step(run, 0)
+    got = run.field.density_raw.grad.clone()
+
+    run.field.load_state_dict(before)   # the step has moved every parameter (d_scale too)
+    run.generators["camera"].set_state(cam_state)
+    cams = sample_train_cameras(1, cfg.camera, run.generators["camera"])
+    cfg.render.renderer = "dense"   # the reference: every sample's weight materialised
+    out = run.render(cams)
+    loss = cfg.reg.emptiness_weight * emptiness_loss(out.weights, out.n_samples, cfg.reg.emptiness_scale)
+    (want,) = torch.autograd.grad(loss, run.field.density_raw)
+    assert got.abs().sum() > 0 and torch.allclose(got, want, rtol=1e-4, atol=1e-7)
