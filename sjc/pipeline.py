@@ -54,6 +54,18 @@ OUTPUT_GLOBS = ("checkpoint.safetensors", "metrics.json", "views.png", "depth.pn
                 "mesh.*", "previews/step_*.png")
 
 
+def files_a_run_would_replace(path: Path) -> list[str]:
+    """Files in a folder without a checkpoint that a new run would write over: its output names, and a config.json
+    that is not an sjc run's (one left by a run interrupted before its first checkpoint is simply replaced)."""
+    names = sorted({str(f.relative_to(path)) for pattern in OUTPUT_GLOBS for f in path.glob(pattern)})
+    if (path / CONFIG_NAME).exists():
+        try:
+            RunConfig.load(path / CONFIG_NAME)
+        except SJCError:
+            names.insert(0, CONFIG_NAME)
+    return names
+
+
 def remove_outputs(path: Path) -> None:
     """Delete a previous run's outputs from its folder (for --overwrite), leaving anything else alone."""
     for pattern in OUTPUT_GLOBS:
@@ -174,6 +186,10 @@ def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = Non
     if checkpoint_path(out_dir).exists() and not cfg.output.overwrite:
         raise SJCError(f"{out_dir} already holds a run: continue it with 'sjc resume {out_dir}', "
                        f"or pass --overwrite or another --out-dir")
+    clash = [] if checkpoint_path(out_dir).exists() or cfg.output.overwrite else files_a_run_would_replace(out_dir)
+    if clash:
+        raise SJCError(f"{out_dir} is not a run folder but holds files a run writes ({', '.join(clash[:3])}"
+                       f"{', …' if len(clash) > 3 else ''}): choose another --out-dir, or pass --overwrite to replace them")
     run = build_run(cfg, prior)   # before touching the folder: bad prompts and priors fail early
     if checkpoint_path(out_dir).exists():   # --overwrite of an sjc run folder
         remove_outputs(out_dir)

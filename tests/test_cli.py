@@ -747,10 +747,29 @@ def test_out_dir_that_is_not_a_run_keeps_its_files(capsys, tmp_path):
     d = tmp_path / "mine"
     d.mkdir()
     (d / "views.png").write_text("my own file")
+    (d / "config.json").write_text('{"mine": true}')
     (d / ".notes.tmp1").write_text("my own temporary file")
-    rc, _, _ = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 3, *NO_OUTPUTS, "--out-dir", d)
-    assert rc == 0
-    assert (d / ".notes.tmp1").read_text() == "my own temporary file"
+    (d / "notes.txt").write_text("notes")
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 3, *NO_OUTPUTS, "--out-dir", d)
+    assert_one_line_error(rc, err, "not a run folder", "config.json, views.png", "--overwrite")
+    assert (d / "views.png").read_text() == "my own file" and (d / "config.json").read_text() == '{"mine": true}'
+    (d / "views.png").unlink()
+    (d / "config.json").unlink()
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 3, *NO_OUTPUTS, "--out-dir", d)
+    assert rc == 0, err   # files a run does not write are no obstacle, and stay
+    assert (d / ".notes.tmp1").read_text() == "my own temporary file" and (d / "notes.txt").read_text() == "notes"
+    # A config.json left by a run interrupted before its first checkpoint is the run's own: a rerun replaces it.
+    from sjc.pipeline import remove_outputs
+
+    remove_outputs(d)   # all but its config.json
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 3, *NO_OUTPUTS, "--out-dir", d)
+    assert rc == 0, err
+    # --overwrite replaces a user's files of those names, as asked.
+    remove_outputs(d)
+    (d / "views.png").write_text("my own file")
+    rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 3, *NO_OUTPUTS, "--out-dir", d, "--overwrite")
+    assert rc == 0, err
+    assert (d / "views.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_emptiness_switch_is_fixed_at_creation(capsys, tiny_copy):
