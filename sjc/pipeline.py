@@ -50,14 +50,21 @@ def prepare_out_dir(path: Path, flag: Optional[str] = "--out-dir") -> Path:
     return path
 
 
-OUTPUT_GLOBS = ("checkpoint.safetensors", "metrics.json", "views.png", "depth.png", "opacity.png", "turntable*.mp4",
-                "mesh.*", "previews/step_*.png")
+# The files a run writes, by exact name (a user's mesh.blend or previews/step_final.png is not one of them).
+OUTPUT_NAMES = re.compile(r"checkpoint\.safetensors|metrics\.json|(views|depth|opacity)\.png"
+                          r"|turntable(_subpixel\d+)?\.mp4|mesh\.(glb|ply|obj)|previews/step_\d{6}\.png")
+
+
+def run_outputs(path: Path) -> list[Path]:
+    """The files in a folder that a run writes (OUTPUT_NAMES)."""
+    files = [*path.glob("*"), *path.glob("previews/*")]
+    return sorted(f for f in files if f.is_file() and OUTPUT_NAMES.fullmatch(f.relative_to(path).as_posix()))
 
 
 def files_a_run_would_replace(path: Path) -> list[str]:
     """Files in a folder without a checkpoint that a new run would write over: its output names, and a config.json
     that is not an sjc run's (one left by a run interrupted before its first checkpoint is simply replaced)."""
-    names = sorted({str(f.relative_to(path)) for pattern in OUTPUT_GLOBS for f in path.glob(pattern)})
+    names = [f.relative_to(path).as_posix() for f in run_outputs(path)]
     if (path / CONFIG_NAME).exists():
         try:
             RunConfig.load(path / CONFIG_NAME)
@@ -68,9 +75,8 @@ def files_a_run_would_replace(path: Path) -> list[str]:
 
 def remove_outputs(path: Path) -> None:
     """Delete a previous run's outputs from its folder (for --overwrite), leaving anything else alone."""
-    for pattern in OUTPUT_GLOBS:
-        for f in path.glob(pattern):
-            f.unlink()
+    for f in run_outputs(path):
+        f.unlink()
 
 
 def preview_cameras(fov: float, radius: float, device) -> Cameras:

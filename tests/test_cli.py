@@ -298,11 +298,15 @@ def test_generate_into_existing_run_needs_overwrite(capsys, tiny_copy):
 def test_overwrite_removes_stale_mesh(capsys, mesh_run, tmp_path):
     d = tmp_path / "run"
     shutil.copytree(mesh_run[0], d)
+    mine = [d / "mesh.blend", d / "mesh.notes.txt", d / "previews" / "step_final_annotated.png"]
+    for f in mine:   # a user's files beside the run, with names like the run's
+        f.parent.mkdir(exist_ok=True)
+        f.write_text("mine")
     rc, out, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 10, "--no-video",
                        "--out-dir", d, "--overwrite")
     assert rc == 0, err
     assert "no mesh written" in out + err
-    assert not list(d.glob("mesh.*"))
+    assert sorted(d.glob("mesh.*")) == sorted(mine[:2]) and all(f.read_text() == "mine" for f in mine)
 
 
 @pytest.mark.parametrize("flag,value", [("--renderer", "nope"), ("--device", "nope"), ("--step-ratio", "0"),
