@@ -216,6 +216,8 @@ class RunConfig:
         if self.camera.radius <= 0 or self.camera.elev_min > self.camera.elev_max:
             raise SJCError(f"need --radius > 0 and --elev-min <= --elev-max, got {self.camera.radius}, "
                            f"{self.camera.elev_min}, {self.camera.elev_max}")
+        if not 0 <= self.optim.seed < 2 ** 62:   # the RNG streams use seed, seed + 1 and seed + 2
+            raise SJCError(f"--seed must be in [0, 2^62), got {self.optim.seed}")
         if self.guidance.method not in GUIDANCE_METHODS:
             raise SJCError(f"unknown --method {self.guidance.method!r}; choose one of {', '.join(GUIDANCE_METHODS)}")
         if self.optim.lr <= 0 or self.optim.bg_lr < 0:

@@ -54,6 +54,8 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise SJCError(f"unknown --device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):   # mps, meta, xpu…: the renderer and priors are written for these two
+        raise SJCError(f"--device {name}: sjc runs on cpu or cuda (cuda:N); use --device cpu, cuda or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SJCError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu (or auto)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

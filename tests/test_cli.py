@@ -310,7 +310,8 @@ def test_overwrite_removes_stale_mesh(capsys, mesh_run, tmp_path):
 
 
 @pytest.mark.parametrize("flag,value", [("--renderer", "nope"), ("--device", "nope"), ("--step-ratio", "0"),
-                                        ("--radius", "0")])
+                                        ("--radius", "0"), ("--device", "meta"), ("--device", "mps"),
+                                        ("--seed", "99999999999999999999"), ("--seed", "-1")])
 def test_bad_render_settings(capsys, tmp_path, flag, value):
     rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 2, *NO_OUTPUTS, flag, value,
                      "--out-dir", tmp_path / "run")
