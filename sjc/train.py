@@ -73,6 +73,10 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     device = resolve_device(cfg.output.device)
     if device.type == "cpu":
         keep_freed_memory()
+    if prior is not None and cfg.prior and cfg.prior != prior.name:   # config.json must name the prior that ran
+        from .errors import SJCError
+        raise SJCError(f"the config names prior {cfg.prior!r} but the prior given is {prior.name!r}: leave the "
+                       f"config's prior unset, or give the prior it names")
     prior = prior or load_prior(cfg, device)
     resolve_defaults(cfg, prior.config_defaults())
     cfg.guidance.polish_follows_sjc()   # a prior without its own polish scale or K: the SJC steps'

@@ -1154,6 +1154,16 @@ def test_a_prior_instance_goes_through_generate_resume_and_load_run(tmp_path):
     assert run.step == 15 and run.prior.name == "green-disc"
     img = run.prior.decode(run.render(__import__("sjc.pipeline").pipeline.preview_cameras(50.0, 1.5, "cpu")).image)
     assert img.shape == (4, 3, 8, 8)
+    assert json.loads((out_dir / "config.json").read_text())["prior"] == "green-disc"
+    from sjc.errors import SJCError
+
+    cfg = RunConfig(prompt="a green disc", prior="toy")   # config.json would name a prior that did not run
+    cfg.output.out_dir = str(tmp_path / "r2")
+    with pytest.raises(SJCError, match="names prior 'toy' but the prior given is 'green-disc'"):
+        generate(cfg, progress=False, prior=cls())
+    assert not (tmp_path / "r2").exists()
+    with pytest.raises(SJCError, match=r"unknown prior 'green-disc'.*prior=it"):   # the command line cannot
+        load_run(out_dir)
 
 
 def test_reading_a_run_keeps_a_live_writers_temporaries(capsys, tiny_run):

@@ -16,7 +16,8 @@ def prior_name(cfg) -> str:
     """The prior to use: --prior (checked against --model's files), else detected from --model, else the built-in."""
     if cfg.prior:
         if cfg.prior not in PRIORS:
-            raise SJCError(f"unknown prior {cfg.prior!r}; available: {', '.join(PRIORS)}")
+            raise SJCError(f"unknown prior {cfg.prior!r}; available: {', '.join(PRIORS)} (a prior of your own is "
+                           f"passed from Python: sjc.pipeline.generate, resume or load_run(..., prior=it))")
         if cfg.model.model:
             if cfg.prior == "closed-form":
                 raise SJCError("--prior closed-form is built from the toy world's true views and takes no --model; "
