@@ -26,8 +26,14 @@ CONFIG_NAME = "config.json"
 
 
 def slugify(prompt: str) -> str:
-    """A folder name for a prompt: 'A blue sphere!' → 'a-blue-sphere'."""
-    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:80] or "run"
+    """A folder name for a prompt: 'A blue sphere!' → 'a-blue-sphere', 'café crème' → 'cafe-creme'; a prompt with
+    no Latin letters or digits gets 'run-' and a hash of it, so different prompts never share a folder."""
+    import hashlib
+    import unicodedata
+
+    ascii_ = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_).strip("-")[:80].rstrip("-")
+    return slug or "run-" + hashlib.sha256(prompt.encode()).hexdigest()[:8]
 
 
 def out_dir_for(cfg: RunConfig) -> Path:

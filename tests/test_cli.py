@@ -1227,3 +1227,12 @@ def test_resume_may_change_what_a_run_writes_but_not_what_it_computes(capsys, tm
     for flag in ("--lr", "--guidance-scale", "--seed", "--prompt"):   # what would change the result is not a flag
         with pytest.raises(SystemExit):
             build_parser().parse_args(["resume", str(d), flag, "1"])
+
+
+def test_run_folder_names_for_any_prompt():
+    from sjc.pipeline import slugify
+
+    assert slugify("A blue sphere!") == "a-blue-sphere" and slugify("café crème") == "cafe-creme"
+    assert slugify("a" * 79 + " b") == "a" * 79   # cut at 80, never ending in '-'
+    japanese, other = slugify("日本の赤い立方体"), slugify("中国的红色立方体")
+    assert japanese.startswith("run-") and other.startswith("run-") and japanese != other
