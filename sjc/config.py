@@ -85,7 +85,7 @@ class OptimConfig:
     polish_steps: Optional[int] = None  # appearance-only steps after them, at small σ (None: the prior's default)
     lr: float = 0.05               # Adamax learning rate of density, appearance and d_scale
     bg_lr: float = 1e-4            # Adamax learning rate of the background
-    seed: int = 0                  # same seed and config → the same field (on CPU)
+    seed: int = 0                  # same seed and config → the same field (on CPU, with the same number of threads)
 
 
 @dataclass
