@@ -49,7 +49,7 @@ def writer_alive(name: str) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:   # it exists, as another user's
-        return True
+        pass
     return True
 
 

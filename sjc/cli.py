@@ -44,13 +44,14 @@ def cmd_render(a) -> None:
 
     if a.subpixel < 1:
         raise SJCError(f"--subpixel must be a positive integer, got {a.subpixel}")
-    if a.out:   # before any frame is rendered
-        if Path(a.out).suffix.lower() not in VIDEO_SUFFIXES:
-            raise SJCError(f"--out must name a {'/'.join(VIDEO_SUFFIXES)} file (an H.264 video), got {a.out}")
-        check_writable(Path(a.out))
-    run = load_run(Path(a.run_dir))
+    if a.out and Path(a.out).suffix.lower() not in VIDEO_SUFFIXES:
+        raise SJCError(f"--out must name a {'/'.join(VIDEO_SUFFIXES)} file (an H.264 video), got {a.out}")
     path = Path(a.out) if a.out else Path(a.run_dir) / (f"turntable_subpixel{a.subpixel}.mp4" if a.subpixel > 1 else "turntable.mp4")
-    check_writable(path)   # the run folder itself, by default
+    if a.out:   # before any frame is rendered
+        check_writable(path)
+    run = load_run(Path(a.run_dir))
+    if not a.out:   # the run folder itself, once it is known to hold a run
+        check_writable(path)
     print(render_video(run, path, subpixel=a.subpixel))
 
 
@@ -93,8 +94,6 @@ def cmd_sample2d(a) -> None:
     if a.n < 1 or a.steps < 1 or a.scale < 1 or (a.resolution is not None and a.resolution < 1):
         raise SJCError(f"--n, --steps, --scale and --resolution must be positive, got {a.n}, {a.steps}, {a.scale} "
                        f"and {a.resolution}")
-    if (a.sigma_min is not None and a.sigma_min <= 0) or (a.sigma_max is not None and a.sigma_max <= (a.sigma_min or 0)):
-        raise SJCError(f"need 0 < --sigma-min < --sigma-max, got {a.sigma_min} and {a.sigma_max}")
     check_writable(Path(a.out))
     cfg = RunConfig(prompt=a.prompt, prior=a.prior)
     cfg.model.model, cfg.model.model_config, cfg.render.resolution = a.model, a.model_config, a.resolution

@@ -195,15 +195,16 @@ def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = Non
     """
     cfg.validate()
     out_dir = out_dir_for(cfg)
-    if checkpoint_path(out_dir).exists() and not cfg.output.overwrite:
+    is_run = checkpoint_path(out_dir).exists()
+    if is_run and not cfg.output.overwrite:
         raise SJCError(f"{out_dir} already holds a run: continue it with 'sjc resume {out_dir}', "
                        f"or pass --overwrite or another --out-dir")
-    clash = [] if checkpoint_path(out_dir).exists() or cfg.output.overwrite else files_a_run_would_replace(out_dir)
+    clash = [] if is_run or cfg.output.overwrite else files_a_run_would_replace(out_dir)
     if clash:
         raise SJCError(f"{out_dir} is not a run folder but holds files a run writes ({', '.join(clash[:3])}"
                        f"{', …' if len(clash) > 3 else ''}): choose another --out-dir, or pass --overwrite to replace them")
     run = build_run(cfg, prior)   # before touching the folder: bad prompts and priors fail early
-    if checkpoint_path(out_dir).exists():   # --overwrite of an sjc run folder
+    if is_run:   # --overwrite of an sjc run folder
         remove_outputs(out_dir)
     prepare_out_dir(out_dir)
     cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
@@ -241,18 +242,17 @@ def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None,
     run_dir = Path(run_dir)
     run = load_run(run_dir, prior=prior)
     prepare_out_dir(run_dir, None)
-    if output:
-        for k, v in output.items():
-            setattr(run.cfg.output, k, v)
-        run.cfg.validate()
-        run.cfg.save(run_dir / CONFIG_NAME)
-    if steps is not None and steps != run.cfg.optim.steps:
+    more_steps = steps is not None and steps != run.cfg.optim.steps
+    if more_steps:
         if run.step > run.cfg.optim.steps:   # its config could no longer say what it did: polish, then more SJC steps
             raise SJCError(f"this run has begun its appearance polish (step {run.step}, after {run.cfg.optim.steps} "
                            f"SJC steps), so it cannot take more --steps; start a new run with --steps {steps}")
         if steps < run.step:
             raise SJCError(f"--steps must be at least {run.step}, the step this run has already reached")
         run.cfg.optim.steps = steps
+    for k, v in (output or {}).items():
+        setattr(run.cfg.output, k, v)
+    if more_steps or output:
         run.cfg.validate()
         run.cfg.save(run_dir / CONFIG_NAME)
     before = _read_json(run_dir / "metrics.json")
