@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
 import math
 import sys
@@ -401,7 +402,9 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     t0 = time.time() - (float(rows[-1][3]) if len(rows) > 1 else 0.0)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     # A resume trims the log to the checkpoint, atomically: a kill now cannot lose the rows before it.
-    write_text(log_path, "".join(",".join(r) + "\r\n" for r in rows or [["step", "loss", "lr", "seconds"]]))
+    kept = io.StringIO()
+    csv.writer(kept).writerows(rows or [["step", "loss", "lr", "seconds"]])
+    write_text(log_path, kept.getvalue())
     with open(log_path, "a", newline="") as log, \
             tqdm(total=cfg.steps, initial=step, desc="training prior", disable=not progress) as bar:
         writer = csv.writer(log)
