@@ -59,3 +59,25 @@ def remove_stale_temporaries(folder: Path) -> None:
     for tmp in Path(folder).glob(f".*{TMP_MARK}*"):
         if not writer_alive(tmp.name):
             tmp.unlink(missing_ok=True)
+
+
+LOCK_NAME = ".sjc-lock"
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str = "sjc process"):
+    """Hold a folder for one writer: a second process that asks for it while this one runs fails with one line."""
+    from filelock import FileLock, Timeout
+
+    from .errors import SJCError
+
+    lock = FileLock(Path(folder) / LOCK_NAME)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SJCError(f"{folder} is in use by another {what} that is still running: wait for it to end or stop "
+                       f"it, or choose another folder") from None
+    try:
+        yield
+    finally:
+        lock.release()

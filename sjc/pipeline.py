@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from .cameras import Cameras, orbit_cameras, spiral_cameras
-from .atomic import remove_stale_temporaries, write_text
+from .atomic import folder_lock, remove_stale_temporaries, write_text
 from .checkpoint import checkpoint_step
 from .config import RunConfig
 from .errors import SJCError, interrupt_behind
@@ -23,6 +23,7 @@ from .priors import Prior
 from .train import Run, build_run, checkpoint_path, resume_from, train
 
 CONFIG_NAME = "config.json"
+RUN_WRITER = "sjc generate or resume"   # what holds a run folder while it trains (folder_lock)
 
 
 def slugify(prompt: str) -> str:
@@ -204,12 +205,12 @@ def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = Non
         raise SJCError(f"{out_dir} is not a run folder but holds files a run writes ({', '.join(clash[:3])}"
                        f"{', …' if len(clash) > 3 else ''}): choose another --out-dir, or pass --overwrite to replace them")
     run = build_run(cfg, prior)   # before touching the folder: bad prompts and priors fail early
-    if is_run:   # --overwrite of an sjc run folder
-        remove_outputs(out_dir)
     prepare_out_dir(out_dir)
-    cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
-    cfg.save(out_dir / CONFIG_NAME)
-    with run_on_disk(out_dir):
+    with folder_lock(out_dir, RUN_WRITER), run_on_disk(out_dir):   # nothing is replaced while another run writes here
+        if is_run:   # --overwrite of an sjc run folder
+            remove_outputs(out_dir)
+        cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
+        cfg.save(out_dir / CONFIG_NAME)
         train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
         return out_dir, finalize(run, out_dir)
 
@@ -242,21 +243,21 @@ def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None,
     run_dir = Path(run_dir)
     run = load_run(run_dir, prior=prior)
     prepare_out_dir(run_dir, None)
-    more_steps = steps is not None and steps != run.cfg.optim.steps
-    if more_steps:
-        if run.step > run.cfg.optim.steps:   # its config could no longer say what it did: polish, then more SJC steps
-            raise SJCError(f"this run has begun its appearance polish (step {run.step}, after {run.cfg.optim.steps} "
-                           f"SJC steps), so it cannot take more --steps; start a new run with --steps {steps}")
-        if steps < run.step:
-            raise SJCError(f"--steps must be at least {run.step}, the step this run has already reached")
-        run.cfg.optim.steps = steps
-    for k, v in (output or {}).items():
-        setattr(run.cfg.output, k, v)
-    if more_steps or output:
-        run.cfg.validate()
-        run.cfg.save(run_dir / CONFIG_NAME)
-    before = _read_json(run_dir / "metrics.json")
-    with run_on_disk(run_dir):
+    with folder_lock(run_dir, RUN_WRITER), run_on_disk(run_dir):
+        more_steps = steps is not None and steps != run.cfg.optim.steps
+        if more_steps:
+            if run.step > run.cfg.optim.steps:   # its config could no longer say what it did: polish, then more SJC steps
+                raise SJCError(f"this run has begun its appearance polish (step {run.step}, after {run.cfg.optim.steps} "
+                               f"SJC steps), so it cannot take more --steps; start a new run with --steps {steps}")
+            if steps < run.step:
+                raise SJCError(f"--steps must be at least {run.step}, the step this run has already reached")
+            run.cfg.optim.steps = steps
+        for k, v in (output or {}).items():
+            setattr(run.cfg.output, k, v)
+        if more_steps or output:
+            run.cfg.validate()
+            run.cfg.save(run_dir / CONFIG_NAME)
+        before = _read_json(run_dir / "metrics.json")
         train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir))
         if run.timings.get("steps_run") == 0 and before:   # a finished run, finalised again: keep its timings
             run.timings.update({k: before[k] for k in ("train_seconds", "steps_run", "seconds_per_step") if k in before})

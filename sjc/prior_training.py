@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from . import toyworld
-from .atomic import atomic_path, write_text
+from .atomic import atomic_path, folder_lock, write_text
 from .cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme, sample_train_cameras
 from .errors import SJCError
 
@@ -347,13 +347,20 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     stop_after: end this call after that many steps (checkpointed; run again to continue). Returns the
     model folder, or None when stopped early.
     """
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "sjc prior train"):   # two trainings in one folder would overwrite each other's state
+        return _train_prior(data_path, out, cfg, model_cfg, progress, stop_after)
+
+
+def _train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optional[ModelConfig],
+                 progress: bool, stop_after: Optional[int]) -> Optional[Path]:
+    """train_prior's work, with its folder held."""
     from tqdm import tqdm
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if warning := precision_warning(cfg.precision):
         print(warning, file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(data_path)
     model_cfg = replace(model_cfg or ModelConfig(), resolution=data["shaded"].shape[-1])   # the data's image size
     unet, text_encoder, tokenizer, scheduler = build_model(model_cfg, out / "tokenizer", cfg.seed)

@@ -295,6 +295,24 @@ def test_generate_into_existing_run_needs_overwrite(capsys, tiny_copy):
     assert json.loads((tiny_copy / "metrics.json").read_text())["steps"] == 20
 
 
+def test_run_folder_in_use_is_left_alone(capsys, tiny_copy):
+    """While another process writes the run (it holds the folder's lock), generate --overwrite and resume refuse
+    with one line and change nothing; once it ends, resume works."""
+    from filelock import FileLock
+
+    before = {f.name: f.read_bytes() for f in tiny_copy.iterdir() if f.is_file()}
+    with FileLock(tiny_copy / ".sjc-lock"):   # what a live generate holds
+        rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 20, *NO_OUTPUTS, "--out-dir", tiny_copy,
+                         "--overwrite")
+        assert_one_line_error(rc, err, f"{tiny_copy} is in use by another sjc generate or resume")
+        rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 40, "--quiet")
+        assert_one_line_error(rc, err, "in use by another sjc generate or resume", "wait for it to end")
+        assert {f.name: f.read_bytes() for f in tiny_copy.iterdir() if f.is_file()} == before
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 40, "--quiet")
+    assert rc == 0, err
+    assert ckpt_step(tiny_copy) == 40
+
+
 def test_overwrite_removes_stale_mesh(capsys, mesh_run, tmp_path):
     d = tmp_path / "run"
     shutil.copytree(mesh_run[0], d)

@@ -266,6 +266,18 @@ def test_prior_cli_errors(dataset, tmp_path, capsys):
     assert "not a view of this prior's 'fine-bands' scheme" in capsys.readouterr().err
 
 
+def test_prior_train_refuses_a_folder_another_training_holds(dataset, tmp_path, capsys):
+    from filelock import FileLock
+
+    out = tmp_path / "t"
+    out.mkdir()
+    with FileLock(out / ".sjc-lock"):   # what a running `sjc prior train --out t` holds
+        assert main(["prior", "train", "--data", str(dataset), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sjc: error: ") and err.count("\n") == 1 and "in use by another sjc prior train" in err
+    assert not (out / "state.pt").exists() and not (out / "loss.csv").exists() and not (out / "config.json").exists()
+
+
 @pytest.mark.parametrize("flag,value", [("--warmup", "-1"), ("--log-every", "0"), ("--checkpoint-every", "0"),
                                         ("--sample-every", "0"), ("--threads", "-1"), ("--ema-decay", "1"),
                                         ("--cond-dropout", "1.5"), ("--view-caption", "-0.1")])
