@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -94,8 +95,12 @@ def extension():
         for name, cf, lf in build_attempts(csrc):
             try:   # no compiler, no ninja, no setuptools, …: the pure-PyTorch renderer still works
                 from torch.utils.cpp_extension import _get_build_directory, load
+                build_dir = Path(_get_build_directory(name, False))
                 # torch waits forever on a lock left by a killed build (SIGTERM/SIGKILL skip its cleanup)
-                wait_for_build_lock(Path(_get_build_directory(name, False)) / "lock")
+                wait_for_build_lock(build_dir / "lock")
+                if sys.stderr.isatty() and not (build_dir / f"{name}.so").exists():   # say why the first run pauses
+                    print("sjc: building the fused CPU renderer for this CPU (first use only, 1-2 minutes)...",
+                          file=sys.stderr, flush=True)
                 _EXT = load(name, sources, extra_cflags=cflags + cf, extra_ldflags=ldflags + lf, verbose=False)
                 break
             except Exception as e:

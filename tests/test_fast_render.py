@@ -6,6 +6,8 @@ whose weights sum to < 1e-4. Images (range 2) therefore differ by at most 2·(τ
 """
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,6 +240,25 @@ def test_build_lock_of_a_killed_build_is_removed_and_a_fresh_one_waited_for(tmp_
     t0 = time.monotonic()
     wait_for_build_lock(lock, stale_after=600, poll=0.05, tell_after=0.1)
     assert time.monotonic() - t0 >= 0.25 and "waiting for another process" in capsys.readouterr().out
+
+
+def test_first_build_is_announced_on_a_terminal_only(tmp_path, monkeypatch, capsys):
+    """A build from scratch says why the first run pauses (on a terminal); a cached build, or a log, hears nothing."""
+    import torch.utils.cpp_extension as cpp
+
+    from sjc import fused
+
+    built = []
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(cpp, "load", lambda name, *a, **k: built.append(name) or object())
+    name = fused.build_attempts(Path(fused.__file__).resolve().parent / "csrc")[0][0]
+    for tty, cached, told in [(True, False, True), (False, False, False), (True, True, False)]:
+        monkeypatch.setattr(fused, "_EXT", None)
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+        if cached:
+            (tmp_path / name / f"{name}.so").write_bytes(b"")
+        assert fused.extension() is not None and built[-1] == name
+        assert ("building the fused CPU renderer for this CPU (first use only" in capsys.readouterr().err) == told
 
 
 def test_build_names_are_unique_to_the_checkout_and_the_cpu(tmp_path, monkeypatch):
