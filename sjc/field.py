@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +105,18 @@ class VoxelField(nn.Module):
         """Colour at world points, for mesh vertices (no grad)."""
         with torch.no_grad():
             return self.colour(pts)
+
+    @contextmanager
+    def frozen_geometry(self):
+        """Inside, only the appearance takes gradients: density, its scale and the background are constants."""
+        geometry = [p for p in (self.density_raw, self.d_scale, self.background_raw) if p.requires_grad]
+        for p in geometry:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in geometry:
+                p.requires_grad_(True)
 
     def param_groups(self, lr: float, bg_lr: float) -> list[dict]:
         """Optimiser groups: density, appearance and d_scale at lr; the background at bg_lr."""

@@ -145,11 +145,12 @@ class FusedVolumeRender(torch.autograd.Function):
         # An output that did not reach the loss has no gradient: pass zeros.
         g_rgb = torch.zeros(n_rays, app_shape[1]) if g_rgb is None else g_rgb.contiguous()
         g_op, g_dep, g_emp = (torch.zeros(n_rays) if g is None else g.contiguous() for g in (g_op, g_dep, g_emp))
+        geometry = ctx.needs_input_grad[0] or ctx.needs_input_grad[2]   # not in the appearance polish
         g_raw, g_app, g_ds = extension().backward(g_rgb, g_op, g_dep, g_emp, o, d, t_near, count, records, colours,
-                                                  n, app_shape[1], *ctx.consts)
+                                                  n, app_shape[1], *ctx.consts, geometry)
         # The appearance gradient comes back channels-last, the layout of the field's appearance grid.
         g_app = g_app.view(1, n, n, n, app_shape[1]).permute(0, 4, 1, 2, 3)
-        return (g_raw.view(raw_shape), g_app, g_ds, *([None] * 12))
+        return (g_raw.view(raw_shape) if geometry else None, g_app, g_ds if geometry else None, *([None] * 12))
 
 
 def channels_last(app: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Callable, Optional
@@ -134,20 +135,23 @@ def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     prompt = view_prompt(cfg.prompt, cams_host, cfg.guidance.view_prompts, run.prior.views)
     if step % cfg.render.occupancy_every == 0 and uses_occupancy(cfg.render.renderer, run.device):
         run.field.refresh_occupancy(cfg.render.occupancy_threshold)
-    out = run.render(cams)
-    guide = run.polish_guide if polish else run.guide
-    grad = guide(out.image.detach(), cams, prompt, run.generators["noise"])   # 2D score, no U-Net Jacobian
-    empty = out.emptiness / out.n_samples.clamp_min(1)   # regularizers.emptiness_loss, summed by the renderer
     run.optimizer.zero_grad(set_to_none=True)
-    if polish:   # the regularisers shape the geometry only: the polish chains the score into the appearance alone
-        torch.autograd.backward(out.image, -grad, inputs=[run.field.appearance_raw])
-    else:
-        lam = emptiness_weight(cfg.reg.emptiness_weight, step, cfg.reg.emptiness_mult_step, cfg.reg.emptiness_mult)
-        reg = lam * empty
-        if cfg.reg.center_depth_weight:
-            reg = reg + cfg.reg.center_depth_weight * center_depth_loss(out.depth, cfg.render.far_depth)
-        # The chain rule as one vector–Jacobian product: ascend the 2D score through ∂x/∂θ, descend the regularisers.
-        torch.autograd.backward([out.image, reg], [-grad, torch.ones_like(reg)])
+    # The polish chains the score into the appearance alone (the regularisers shape the geometry only); its
+    # geometry is frozen, so no gradient of it is computed only to be dropped.
+    with run.field.frozen_geometry() if polish else nullcontext():
+        out = run.render(cams)
+        guide = run.polish_guide if polish else run.guide
+        grad = guide(out.image.detach(), cams, prompt, run.generators["noise"])   # 2D score, no U-Net Jacobian
+        empty = out.emptiness / out.n_samples.clamp_min(1)   # regularizers.emptiness_loss, summed by the renderer
+        if polish:
+            torch.autograd.backward(out.image, -grad)
+        else:
+            lam = emptiness_weight(cfg.reg.emptiness_weight, step, cfg.reg.emptiness_mult_step, cfg.reg.emptiness_mult)
+            reg = lam * empty
+            if cfg.reg.center_depth_weight:
+                reg = reg + cfg.reg.center_depth_weight * center_depth_loss(out.depth, cfg.render.far_depth)
+            # The chain rule as one vector–Jacobian product: ascend the 2D score through ∂x/∂θ, descend the regularisers.
+            torch.autograd.backward([out.image, reg], [-grad, torch.ones_like(reg)])
     run.optimizer.step()
     return {"emptiness": empty.detach(), "grad_norm": grad.norm() / grad.numel() ** 0.5,
             "opacity": out.opacity.mean().detach()}

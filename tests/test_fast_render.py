@@ -5,6 +5,7 @@ skipping changes a ray's transmittance by at most 1 − exp(−τ·2√3); early
 whose weights sum to < 1e-4. Images (range 2) therefore differ by at most 2·(τ·2√3 + 1e-4).
 """
 
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -97,6 +98,22 @@ def test_fused_kernel_matches_dense_values_and_gradients(pixel_space, channels):
     assert 0 < of.n_evaluated <= of.n_samples == od.n_samples
     assert torch.allclose(gd, gf, rtol=1e-3, atol=1e-4) and torch.allclose(ad, af, rtol=1e-3, atol=1e-4)
     assert torch.allclose(sd, sf, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("renderer", ["dense", "packed", "fused"])
+def test_frozen_geometry_gives_the_appearance_gradient_alone(renderer):
+    """The polish's backward (geometry frozen): the same appearance gradient to the last bit, none for the geometry."""
+    f = blob_field(24, seed=2)
+    grads = []
+    for frozen in (False, True):
+        f.zero_grad(set_to_none=True)
+        with f.frozen_geometry() if frozen else contextlib.nullcontext():
+            out = render(f, cams(), 16, 16, renderer=renderer)
+            (out.image.square().sum() + 0.1 * out.depth.sum()).backward()
+        grads.append(f.appearance_raw.grad.clone())
+    assert f.density_raw.grad is None and f.d_scale.grad is None and f.background_raw.grad is None
+    assert torch.equal(grads[0], grads[1]) and grads[1].abs().sum() > 0
+    assert all(p.requires_grad for p in f.parameters())   # restored on the way out
 
 
 def test_fused_kernel_is_deterministic_with_threads():

@@ -234,19 +234,21 @@ std::vector<torch::Tensor> forward(torch::Tensor o, torch::Tensor d, torch::Tens
   return {rgb, opacity, depth, emptiness, count, records, colours};
 }
 
-// Gradients of (rgb, opacity, Σ w·t, Σ log(1 + s·w)) → (density raw (N^3), appearance raw (N^3, C), d_scale).
+// Gradients of (rgb, opacity, Σ w·t, Σ log(1 + s·w)) → (density raw (N^3), appearance raw (N^3, C), d_scale);
+// without `geometry` only the appearance's (the density's and d_scale's come back empty and zero).
 // Each thread accumulates into its own grids (static ray split), summed in thread order: deterministic.
 std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, torch::Tensor g_dep,
                                     torch::Tensor g_emp, torch::Tensor o, torch::Tensor d, torch::Tensor t_near,
                                     torch::Tensor count, torch::Tensor records, torch::Tensor colours, int64_t n,
                                     int64_t C, double ds_exp, double shift, double step, double thr,
-                                    bool pixel_space, double emp_scale) {
+                                    bool pixel_space, double emp_scale, bool geometry) {
   const int64_t R = o.size(0), n3 = n * n * n, S = records.size(1);
   const int nt = at::get_num_threads();
   // Thread 0 accumulates into the returned grids, the others into their own, added in thread order. Each
   // thread zeroes its own grids (in parallel, and first touched by the thread that uses them).
-  auto g_raw = torch::empty({n3}, o.options()), g_app = torch::empty({n3 * C}, o.options());
-  auto g_raw_more = torch::empty({nt - 1, n3}, o.options()), g_app_more = torch::empty({nt - 1, n3 * C}, o.options());
+  const int64_t n3g = geometry ? n3 : 0;   // the density gradient's cells
+  auto g_raw = torch::empty({n3g}, o.options()), g_app = torch::empty({n3 * C}, o.options());
+  auto g_raw_more = torch::empty({nt - 1, n3g}, o.options()), g_app_more = torch::empty({nt - 1, n3 * C}, o.options());
   int team = 1;   // the threads OpenMP actually gave the region (at most nt)
   auto g_ds = torch::zeros({nt}, torch::dtype(torch::kFloat64));
   const Params p{o.data_ptr<float>(), d.data_ptr<float>(), t_near.data_ptr<float>(), nullptr, nullptr, nullptr,
@@ -265,10 +267,10 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
 #pragma omp parallel num_threads(nt)
     {
       const int tid = omp_get_thread_num();
-      float* graw = tid ? g_raw_more.data_ptr<float>() + (tid - 1) * n3 : g_raw.data_ptr<float>();
+      float* graw = tid ? g_raw_more.data_ptr<float>() + (tid - 1) * n3g : g_raw.data_ptr<float>();
       float* gapp = tid ? g_app_more.data_ptr<float>() + (tid - 1) * n3 * C : g_app.data_ptr<float>();
       if (tid == 0) team = omp_get_num_threads();
-      std::fill(graw, graw + n3, 0.f);
+      std::fill(graw, graw + n3g, 0.f);
       std::fill(gapp, gapp + n3 * C, 0.f);
       double gds = 0.0;
 #pragma omp for schedule(static, kRayChunk)
@@ -297,7 +299,7 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
             eb[k] = q.e;
             trb[k] = q.trans;
           }
-          sigmoids(y, sg);
+          if (geometry) sigmoids(y, sg);   // the softplus derivative: the density's gradient only
           const float go = pgo[r], gd = pgd[r], ge = pge[r] * p.emp_scale;
 #pragma omp simd
           for (int k = 0; k < kBlock; ++k) {
@@ -323,6 +325,7 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
                 for (int64_t c = 0; c < nch; ++c) a[c] += ga[c] * blk.w[q][k];
               }
             }
+            if (!geometry) continue;
             const float dtau = g * trb[k] * eb[k] - suffix;
             suffix += g * w;
             const float dy = dtau * p.step * sg[k];
@@ -340,8 +343,8 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
     float *a = g_raw.data_ptr<float>(), *b = g_app.data_ptr<float>();
     const float *am = g_raw_more.data_ptr<float>(), *bm = g_app_more.data_ptr<float>();
 #pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t k = 0; k < n3; ++k)
-      for (int t = 1; t < team; ++t) a[k] += am[(t - 1) * n3 + k];
+    for (int64_t k = 0; k < n3g; ++k)
+      for (int t = 1; t < team; ++t) a[k] += am[(t - 1) * n3g + k];
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t k = 0; k < n3 * C; ++k)
       for (int t = 1; t < team; ++t) b[k] += bm[(t - 1) * n3 * C + k];
