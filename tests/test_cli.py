@@ -23,6 +23,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from sjc.atomic import LOCK_NAME
 from sjc.cli import build_parser, main
 
 TINY = ["--prior", "closed-form", "--grid-size", "12", "--resolution", "8", "--ckpt-every", "10", "--preview-every", "1000",
@@ -87,7 +88,8 @@ def max_field_diff(dir_a, dir_b) -> float:
 
 
 def temp_files(run_dir):
-    return [p.name for p in Path(run_dir).rglob("*") if p.name.startswith(".")]
+    """Hidden files a run left behind, but its writer lock (an empty file that stays, like any flock file)."""
+    return [p.name for p in Path(run_dir).rglob("*") if p.name.startswith(".") and p.name != LOCK_NAME]
 
 
 def video_frames(path) -> int:
