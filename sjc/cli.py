@@ -22,7 +22,9 @@ def cmd_generate(a) -> None:
     cfg = RunConfig.load(Path(a.config)) if a.config else RunConfig()
     if a.prompt is not None or not cfg.prompt:
         cfg.prompt = DEFAULT_PROMPT if a.prompt is None else a.prompt
-    apply_overrides(cfg, a)
+    given = apply_overrides(cfg, a)
+    if any(not path.startswith("output.") for path in given):   # another run than the config's: derive anew
+        cfg.forget_resolved(keep=given)
     out_dir, metrics = generate(cfg, progress=not a.quiet)
     _report(out_dir, metrics)
 

@@ -125,6 +125,9 @@ class RunConfig:
     reg: RegConfig = dataclasses.field(default_factory=RegConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+    # The fields the run filled in itself (from its prior's defaults, or derived from other fields), as
+    # section.name: a new run from this config that changes a setting derives them again (forget_resolved).
+    resolved: list[str] = dataclasses.field(default_factory=list)
 
     SECTIONS = ("model", "field", "render", "camera", "guidance", "reg", "optim", "output")
 
@@ -173,6 +176,8 @@ class RunConfig:
         kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise SJCError(f"{where}: prompt must be text, got {self.prompt!r}")
+        if not isinstance(self.resolved, list) or not all(isinstance(p, str) for p in self.resolved):
+            raise SJCError(f"{where}: resolved must be a list of field names, got {self.resolved!r}")
         for section, f in iter_fields(self):
             value = getattr(getattr(self, section) if section else self, f.name)
             ftype = str(f.type)
@@ -184,6 +189,21 @@ class RunConfig:
                 raise SJCError(f"{where}: {flag_name(f.name)[2:]} must be {base}, got {value!r}")
             if base == "float" and not math.isfinite(value):
                 raise SJCError(f"{where}: {flag_name(f.name)} must be a finite number, got {value!r}")
+        return self
+
+    def unset_fields(self) -> set[str]:
+        """The fields left as None ("the prior's default" or "derived"), as section.name."""
+        return {field_path(section, f) for section, f in iter_fields(self)
+                if getattr(getattr(self, section) if section else self, f.name) is None}
+
+    def forget_resolved(self, keep: set[str] = frozenset()) -> "RunConfig":
+        """Unset the fields the run filled in itself (but those in keep), so a run with other settings (another
+        prior, other --steps) derives them from its own settings, not from the run this config came from."""
+        for section, f in iter_fields(self):
+            path = field_path(section, f)
+            if path in self.resolved and path not in keep:
+                setattr(getattr(self, section) if section else self, f.name, None)
+        self.resolved = []
         return self
 
     def validate(self) -> "RunConfig":
@@ -267,8 +287,13 @@ def iter_fields(cfg: RunConfig):
         if f.name in RunConfig.SECTIONS:
             for g in fields(getattr(cfg, f.name)):
                 yield f.name, g
-        elif f.name not in ("prompt",):
+        elif f.name not in ("prompt", "resolved"):
             yield None, f
+
+
+def field_path(section: Optional[str], f) -> str:
+    """A leaf field's name in RunConfig.resolved: 'guidance.sigma_min', or 'prior' at the top level."""
+    return f"{section}.{f.name}" if section else f.name
 
 
 def field_comments() -> dict[str, str]:
@@ -301,10 +326,12 @@ def add_config_flags(parser, defaults: Optional[RunConfig] = None, exclude: tupl
             parser.add_argument(flag_name(f.name), dest=f.name, type=conv, default=None, help=help_)
 
 
-def apply_overrides(cfg: RunConfig, ns) -> RunConfig:
-    """Copy the flags that were given on the command line into cfg."""
+def apply_overrides(cfg: RunConfig, ns) -> set[str]:
+    """Copy the flags that were given on the command line into cfg; return their fields (section.name)."""
+    given = set()
     for section, f in iter_fields(cfg):
         value = getattr(ns, f.name, None)
         if value is not None:
             setattr(getattr(cfg, section) if section else cfg, f.name, value)
-    return cfg
+            given.add(field_path(section, f))
+    return given

@@ -71,6 +71,7 @@ def build_optimizer(field: VoxelField, cfg: RunConfig) -> torch.optim.Optimizer:
 
 def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     """Instantiate a fresh run (step 0) from a config; fills the prior's defaults into cfg (resolved in place)."""
+    unset = cfg.unset_fields()
     device = resolve_device(cfg.output.device)
     if device.type == "cpu":
         keep_freed_memory()
@@ -93,6 +94,7 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     g.sigma_max = float(drawn[-1]) if g.sigma_max is None else g.sigma_max
     if cfg.reg.emptiness_mult_step is None:   # fixed at creation: resuming with more --steps keeps the schedule
         cfg.reg.emptiness_mult_step = int(cfg.reg.emptiness_mult_after * cfg.optim.steps)
+    cfg.resolved = sorted(set(cfg.resolved) | (unset - cfg.unset_fields()))
     cfg.validate()
     # Condition on every prompt the loop can ask for now: a bad prompt fails before any folder is
     # written, and the loop itself never encodes (nor waits on the device for it).

@@ -757,6 +757,50 @@ def test_config_rerun_keeps_its_prompt_and_rejects_unknown_keys(capsys, tmp_path
     assert_one_line_error(rc, err, "grid_sise")
 
 
+def test_a_config_rerun_with_other_settings_derives_what_the_run_filled_in(capsys, tmp_path):
+    """config.json records what the run filled in itself; a new run from it that changes a setting derives those
+    fields again (the emptiness multiplier's step from the new --steps), one that changes only outputs keeps them."""
+    rc, _, err = sjc(capsys, "generate", "a red cube", *TINY, "--steps", 30, *NO_OUTPUTS, "--out-dir", tmp_path / "a")
+    assert rc == 0, err
+    cfg_a = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg_a["reg"]["emptiness_mult_step"] == 15
+    assert {"reg.emptiness_mult_step", "guidance.sigma_min", "optim.polish_steps"} <= set(cfg_a["resolved"])
+    assert not {"prior", "optim.steps", "field.grid_size"} & set(cfg_a["resolved"])   # given as flags
+    rc, _, err = sjc(capsys, "generate", "--config", tmp_path / "a" / "config.json", "--steps", 40,
+                     "--out-dir", tmp_path / "b", "--quiet")
+    assert rc == 0, err
+    cfg_b = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg_b["reg"]["emptiness_mult_step"] == 20 and cfg_b["optim"]["steps"] == 40   # half of the new steps
+    assert cfg_b["resolved"] == cfg_a["resolved"]   # filled in again, so recorded again
+    rc, _, err = sjc(capsys, "generate", "--config", tmp_path / "a" / "config.json", "--out-dir", tmp_path / "c",
+                     "--no-video")
+    assert rc == 0, err
+    cfg_c = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert {**cfg_c, "output": None} == {**cfg_a, "output": None}
+
+
+def test_a_config_of_one_prior_given_another_takes_that_priors_defaults(tmp_path):
+    """A closed-form run's config with --prior toy gets the toy prior's steps, polish and σ range, not the
+    closed-form prior's; the settings given by hand stay."""
+    from sjc.config import RunConfig
+    from sjc.train import build_run
+
+    a = RunConfig(prompt="a red cube", prior="closed-form")
+    a.field.grid_size = 12
+    build_run(a)
+    assert a.optim.polish_steps == 0 and "optim.polish_steps" in a.resolved and "field.grid_size" not in a.resolved
+    b = RunConfig.from_dict(json.loads(json.dumps(a.to_dict())))   # as read back from its config.json
+    b.prior = "toy"
+    b.forget_resolved(keep={"prior"})
+    build_run(b)
+    toy = build_run(RunConfig(prompt="a red cube")).cfg
+    for section, name in [("optim", "steps"), ("optim", "polish_steps"), ("guidance", "sigma_min"),
+                          ("guidance", "sigma_max"), ("guidance", "guidance_scale"), ("guidance", "view_scheme"),
+                          ("reg", "emptiness_weight"), ("reg", "emptiness_mult_step")]:
+        assert getattr(getattr(b, section), name) == getattr(getattr(toy, section), name), name
+    assert b.optim.polish_steps > 0 and b.field.grid_size == 12 and b.prior == "toy"
+
+
 def test_unwritable_outputs_fail_before_any_work(capsys, tmp_path, monkeypatch):
     import sjc.evaluate as sjc_evaluate
     (tmp_path / "afile").write_text("x")
