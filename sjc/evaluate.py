@@ -220,7 +220,8 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
             raise SJCError(f"sjc eval needs prompts with a known 3D truth; prior {base.prior!r} has none for {p!r}")
         for v in variants:
             variant_config(base, p, v, 0)
-    config = {**base.to_dict(), "prior_weights": prior_weights(base)}   # what a reused or resumed cell must match
+    # What a reused or resumed cell must match (the unbuilt base has filled in nothing: no 'resolved' to compare).
+    config = {**{k: v for k, v in base.to_dict().items() if k != "resolved"}, "prior_weights": prior_weights(base)}
     out_prefix = Path(out_prefix)
     prepare_out_dir(out_prefix.parent, "--out")   # an unwritable --out fails now, not after every cell has trained
     threads = max(1, torch.get_num_threads() // max(jobs, 1))

@@ -713,6 +713,19 @@ def test_eval_reuses_the_cells_of_an_earlier_eval_with_the_same_settings(capsys,
     assert trained == [] and not (tmp_path / "ev2.json").exists()
 
 
+def test_the_shipped_main_table_is_reusable_at_the_defaults(capsys, tmp_path, monkeypatch):
+    """docs/eval.json's cells match today's defaults and weights, so `--reuse docs/eval.json` takes them, trains none."""
+    import sjc.evaluate as sjc_evaluate
+
+    monkeypatch.setattr(sjc_evaluate, "eval_cell", lambda *a: pytest.fail("trained a cell docs/eval.json holds"))
+    shipped = Path(__file__).resolve().parents[1] / "docs" / "eval.json"
+    rc, _, err = sjc(capsys, "eval", "--prompts", "a blue sphere", "a red cube", "--variants", "paas", "--seeds", 3,
+                     "--reuse", shipped, "--out", tmp_path / "ev")
+    assert rc == 0, err
+    rows = json.loads((tmp_path / "ev.json").read_text())["rows"]
+    assert rows == [r for r in json.loads(shipped.read_text())["rows"] if r["prompt"] in ("a blue sphere", "a red cube")]
+
+
 @pytest.mark.parametrize("prompts,variants,hint", [
     (["a blue sphere"], ["paas", "paas:bogus"], "'bogus'"),
     (["a blue sphere", "a photo of a cat"], ["paas"], "a photo of a cat"),
