@@ -99,12 +99,18 @@ def cmd_sample2d(a) -> None:
     check_writable(Path(a.out))
     cfg = RunConfig(prompt=a.prompt, prior=a.prior)
     cfg.model.model, cfg.model.model_config, cfg.render.resolution = a.model, a.model_config, a.resolution
+    for name in SAMPLE2D_MODEL_FLAGS:   # how the model runs (fp16, slicing, offload, …), as in generate
+        if getattr(a, name) is not None:
+            setattr(cfg.model, name, getattr(a, name))
     device = resolve_device(a.device)
     prior = load_prior(cfg, device)
     gen = torch.Generator(device).manual_seed(a.seed)
     x = heun_sample(prior, a.n, a.steps, a.sigma_min, a.sigma_max, a.prompt, a.guidance_scale, gen, device,
                     progress=sys.stderr.isatty())
     print(save_image(Path(a.out), prior.decode(x), scale=a.scale))
+
+
+SAMPLE2D_MODEL_FLAGS = ("half", "attention_slicing", "offload", "compile", "channels_last")   # generate's, in sample2d
 
 
 def cmd_bench(a) -> None:
@@ -401,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     s2.add_argument("--device", default="auto")
     s2.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the PNG")
     s2.add_argument("--out", default="samples.png")
+    add_config_flags(s2, exclude=tuple(f.name for _, f in iter_fields(RunConfig()) if f.name not in SAMPLE2D_MODEL_FLAGS))
     s2.set_defaults(func=cmd_sample2d)
 
     pr = sub.add_parser("prior", help="build the toy-world dataset and train the learned toy prior")

@@ -2,10 +2,13 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("diffusers")
+
+from PIL import Image
 
 from sjc.config import RunConfig
 from sjc.errors import SJCError
@@ -259,6 +262,24 @@ def test_sample2d_from_every_prior_kind(tiny, tmp_path, capsys):
         assert (w, h) == ((32, 16) if key.startswith("sd") else (16, 8))   # 2 samples side by side
     assert main(["sample2d", "a red cube", "--n", "0", "--out", str(tmp_path / "x.png")]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_sample2d_takes_generates_model_flags(tiny, tmp_path, monkeypatch):
+    """--half, --attention-slicing, --offload, --compile and --channels-last reach the prior as in generate."""
+    import sjc.priors
+    from sjc.cli import main
+
+    seen, real = [], sjc.priors.load_prior
+    monkeypatch.setattr(sjc.priors, "load_prior", lambda cfg, device: seen.append(cfg.model) or real(cfg, device))
+    images = []
+    for flags in (["--no-channels-last"], ["--channels-last", "--attention-slicing", "--no-half", "--no-compile"]):
+        out = tmp_path / f"{len(images)}.png"
+        assert main(["sample2d", "a red cube", "--model", str(tiny["sd"]), "--n", "1", "--steps", "2", "--device",
+                     "cpu", "--scale", "1", "--out", str(out), *flags]) == 0
+        images.append(np.asarray(Image.open(out)).astype(int))
+    assert [(m.channels_last, m.attention_slicing, m.half, m.compile, m.offload) for m in seen] == \
+        [(False, False, None, None, False), (True, True, False, False, False)]
+    assert np.abs(images[0] - images[1]).max() <= 2   # the same samples, whatever the layout (8-bit rounding)
 
 
 def test_oracle_needs_the_toy_world(tiny, tmp_path, capsys):
