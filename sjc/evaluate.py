@@ -224,9 +224,8 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
     config = {**{k: v for k, v in base.to_dict().items() if k != "resolved"}, "prior_weights": prior_weights(base)}
     out_prefix = Path(out_prefix)
     prepare_out_dir(out_prefix.parent, "--out")   # an unwritable --out fails now, not after every cell has trained
-    threads = max(1, torch.get_num_threads() // max(jobs, 1))
-    cells = [(base, p, v, s, threads) for p in prompts for v in variants for s in seeds]
-    keys = {c[1:4] for c in cells}
+    cells = [(p, v, s) for p in prompts for v in variants for s in seeds]
+    keys = set(cells)
     reused = {}
     for path in reuse:   # read before any training, so a wrong file fails now
         rows = {k: r for k, r in load_reused_rows(Path(path), config).items() if k in keys}
@@ -235,21 +234,23 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
     partial = Path(f"{out_prefix}.partial.jsonl")
     resumed = {k: r for k, r in load_partial_rows(partial, config).items() if k in keys}
     done = {**reused, **resumed}
-    todo = [c for c in cells if c[1:4] not in done]
+    todo = [c for c in cells if c not in done]
+    jobs = max(1, min(jobs, len(todo)))   # no idle workers holding threads: fewer cells than jobs get all the cores
+    threads = max(1, torch.get_num_threads() // jobs)
     if resumed:
         log(f"sjc eval: resuming {partial}: {len(resumed)} of {len(cells)} cells already done")
     # (re)written whole first: a line cut short by the interruption must not swallow the next row
     write_text(partial, "".join(json.dumps(r) + "\n" for r in [{"config": config}, *done.values()]))
     t0 = time.perf_counter()
     with open(partial, "a") as f:
-        for k, row in enumerate(_run_cells(todo, jobs), 1):
+        for k, row in enumerate(_run_cells([(base, *c, threads) for c in todo], jobs), 1):
             f.write(json.dumps(row) + "\n")
             f.flush()
             done[cell_key(row)] = row
             eta = (time.perf_counter() - t0) / k * (len(todo) - k)
             log(f"[{len(cells) - len(todo) + k}/{len(cells)}] {row['prompt']} | {row['variant']} | seed {row['seed']}: "
                 f"IoU {row['iou']:.3f}, PSNR {row['psnr']:.2f} dB, {row['seconds']:.0f} s; ETA {eta / 60:.0f} min")
-    summary = write_tables(out_prefix, [done[c[1:4]] for c in cells], variants, config)
+    summary = write_tables(out_prefix, [done[c] for c in cells], variants, config)
     partial.unlink()
     return summary
 

@@ -1125,6 +1125,24 @@ def fake_eval_cells(monkeypatch, trained):
     monkeypatch.setattr(sjc_evaluate, "eval_cell", fake_cell)
 
 
+def test_eval_with_more_jobs_than_cells_gives_the_cells_every_thread(capsys, tmp_path, monkeypatch):
+    import sjc.evaluate as sjc_evaluate
+
+    threads = []
+    fake_eval_cells(monkeypatch, [])
+    fake = sjc_evaluate.eval_cell
+    monkeypatch.setattr(sjc_evaluate, "eval_cell", lambda args: threads.append(args[-1]) or fake(args))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:   # one cell, two jobs: one worker, in this process, with both threads (not one thread, one idle worker)
+        rc, _, err = sjc(capsys, "eval", "--prompts", "a blue sphere", "--variants", "paas", *EVAL, "--jobs", 2,
+                         "--out", tmp_path / "ev")
+    finally:
+        torch.set_num_threads(before)
+    assert rc == 0, err
+    assert threads == [2]
+
+
 def test_eval_reuse_compares_the_prior_weights_not_their_path(capsys, tmp_path, monkeypatch):
     from sjc.priors.text_unet import BUILTIN_TOY_MODEL
 
