@@ -71,7 +71,6 @@ def build_optimizer(field: VoxelField, cfg: RunConfig) -> torch.optim.Optimizer:
 
 def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     """Instantiate a fresh run (step 0) from a config; fills the prior's defaults into cfg (resolved in place)."""
-    unset = cfg.unset_fields()
     device = resolve_device(cfg.output.device)
     if device.type == "cpu":
         keep_freed_memory()
@@ -80,22 +79,7 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
         raise SJCError(f"the config names prior {cfg.prior!r} but the prior given is {prior.name!r}: leave the "
                        f"config's prior unset, or give the prior it names")
     prior = prior or load_prior(cfg, device)
-    resolve_defaults(cfg, prior.config_defaults())
-    cfg.guidance.polish_follows_sjc()   # a prior without its own polish scale or K: the SJC steps'
-    if cfg.guidance.view_scheme is not None and cfg.guidance.view_scheme != prior.views.name:
-        from .errors import SJCError
-        raise SJCError(f"--view-scheme {cfg.guidance.view_scheme}: this {prior.name} prior understands only "
-                       f"'{prior.views.name}' view prompts (the closed-form prior takes any scheme)")
-    cfg.prior = cfg.prior or prior.name
-    g = cfg.guidance   # record what the run uses, not "the prior's own": config.json alone reruns it
-    g.view_scheme = prior.views.name
-    drawn = train_sigmas(prior, g.sigma_min, g.sigma_max)
-    g.sigma_min = float(drawn[0]) if g.sigma_min is None else g.sigma_min
-    g.sigma_max = float(drawn[-1]) if g.sigma_max is None else g.sigma_max
-    if cfg.reg.emptiness_mult_step is None:   # fixed at creation: resuming with more --steps keeps the schedule
-        cfg.reg.emptiness_mult_step = int(cfg.reg.emptiness_mult_after * cfg.optim.steps)
-    cfg.resolved = sorted(set(cfg.resolved) | (unset - cfg.unset_fields()))
-    cfg.validate()
+    resolve_for_prior(cfg, prior)
     # Condition on every prompt the loop can ask for now: a bad prompt fails before any folder is
     # written, and the loop itself never encodes (nor waits on the device for it).
     for prompt in prompt_variants(cfg.prompt, cfg.guidance.view_prompts, prior.views):
@@ -105,7 +89,37 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     init_gen = torch.Generator("cpu").manual_seed(cfg.optim.seed + 2)
     field = VoxelField(cfg.field.grid_size, prior.channels, prior.pixel_space, cfg.field.density_shift,
                        prior.appearance_init, prior.background_init, init_gen, device)
-    optimizer = build_optimizer(field, cfg)
+    guide, polish_guide = build_guides(cfg, prior)
+    return Run(cfg, prior, field, build_optimizer(field, cfg), guide, polish_guide,
+               {"camera": cam_gen, "noise": noise_gen}, device)
+
+
+def resolve_for_prior(cfg: RunConfig, prior: Prior) -> None:
+    """Fill in what the config leaves to the prior (its defaults, the view scheme, the σ range drawn) or derives
+    (the emptiness schedule), list it in cfg.resolved and validate: config.json alone reruns the run."""
+    unset = cfg.unset_fields()
+    resolve_defaults(cfg, prior.config_defaults())
+    cfg.guidance.polish_follows_sjc()   # a prior without its own polish scale or K: the SJC steps'
+    g = cfg.guidance
+    if g.view_scheme is not None and g.view_scheme != prior.views.name:
+        from .errors import SJCError
+        raise SJCError(f"--view-scheme {g.view_scheme}: this {prior.name} prior understands only "
+                       f"'{prior.views.name}' view prompts (the closed-form prior takes any scheme)")
+    cfg.prior = cfg.prior or prior.name
+    g.view_scheme = prior.views.name   # what the run uses, not "the prior's own"
+    drawn = train_sigmas(prior, g.sigma_min, g.sigma_max)
+    g.sigma_min = float(drawn[0]) if g.sigma_min is None else g.sigma_min
+    g.sigma_max = float(drawn[-1]) if g.sigma_max is None else g.sigma_max
+    if cfg.reg.emptiness_mult_step is None:   # fixed at creation: resuming with more --steps keeps the schedule
+        cfg.reg.emptiness_mult_step = int(cfg.reg.emptiness_mult_after * cfg.optim.steps)
+    cfg.resolved = sorted(set(cfg.resolved) | (unset - cfg.unset_fields()))
+    cfg.validate()
+
+
+def build_guides(cfg: RunConfig, prior: Prior) -> tuple[Callable, Callable]:
+    """The image-space gradients of the SJC steps and of the polish: the prior's score at each one's σ range, or
+    (--method oracle) the pull towards the true views."""
+    g = cfg.guidance
     if g.method == "oracle":
         obj = prior.truth(cfg.prompt)
         if obj is None:
@@ -113,12 +127,10 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
             raise SJCError("--method oracle needs a toy-world prompt (it trains on the true views of the object)")
         from .toyworld import render_truth
         guide = OracleGuide(lambda cams: render_truth(obj, cams, cfg.render.resolution, cfg.render.resolution))
-        polish_guide = guide   # no σ to lower: the polish only freezes the geometry
-    else:
-        guide = ScoreGuide(prior, g.method, drawn, g.guidance_scale, g.num_noise)
-        polish_guide = ScoreGuide(prior, g.method, train_sigmas(prior, g.polish_sigma_min, g.polish_sigma_max),
-                                  g.polish_guidance_scale, g.polish_num_noise)
-    return Run(cfg, prior, field, optimizer, guide, polish_guide, {"camera": cam_gen, "noise": noise_gen}, device)
+        return guide, guide   # no σ to lower: the polish only freezes the geometry
+    return (ScoreGuide(prior, g.method, train_sigmas(prior, g.sigma_min, g.sigma_max), g.guidance_scale, g.num_noise),
+            ScoreGuide(prior, g.method, train_sigmas(prior, g.polish_sigma_min, g.polish_sigma_max),
+                       g.polish_guidance_scale, g.polish_num_noise))
 
 
 def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
