@@ -71,12 +71,15 @@ def folder_lock(folder: Path, what: str = "sjc process"):
 
     from .errors import SJCError
 
-    lock = FileLock(Path(folder) / LOCK_NAME)
+    lock = FileLock(Path(folder) / LOCK_NAME, mode=0o666)   # the umask decides, as for the run's files
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise SJCError(f"{folder} is in use by another {what} that is still running: wait for it to end or stop "
                        f"it, or choose another folder") from None
+    except OSError as e:   # a read-only folder, another user's lock file, a file system without locks
+        raise SJCError(f"cannot lock {lock.lock_file} for writing: {e.strerror or e}; make the folder writable "
+                       f"(and the lock file yours), or choose another folder") from None
     try:
         yield
     finally:

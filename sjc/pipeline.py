@@ -6,7 +6,7 @@ import os
 import re
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -196,23 +196,34 @@ def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = Non
     """
     cfg.validate()
     out_dir = out_dir_for(cfg)
+    existed = (out_dir / CONFIG_NAME).is_file()   # a run's folder, maybe in use
+    # A run's folder in use is refused before any model loads (a second model on a busy GPU could take the run down).
+    with folder_lock(out_dir, RUN_WRITER) if existed else nullcontext():
+        if existed:
+            replaces_a_run(out_dir, cfg.output.overwrite)
+        run = build_run(cfg, prior)   # before creating a folder: bad prompts and priors fail early
+        prepare_out_dir(out_dir)
+        with nullcontext() if existed else folder_lock(out_dir, RUN_WRITER), run_on_disk(out_dir):
+            if replaces_a_run(out_dir, cfg.output.overwrite):   # asked again, now that the folder is held
+                remove_outputs(out_dir)
+            cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
+            cfg.save(out_dir / CONFIG_NAME)
+            train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
+            return out_dir, finalize(run, out_dir)
+
+
+def replaces_a_run(out_dir: Path, overwrite: bool) -> bool:
+    """Whether generating into out_dir replaces an sjc run (allowed with --overwrite); fails with one line where
+    it would replace a run unasked, or files that are not a run's."""
     is_run = checkpoint_path(out_dir).exists()
-    if is_run and not cfg.output.overwrite:
+    if is_run and not overwrite:
         raise SJCError(f"{out_dir} already holds a run: continue it with 'sjc resume {out_dir}', "
                        f"or pass --overwrite or another --out-dir")
-    clash = [] if is_run or cfg.output.overwrite else files_a_run_would_replace(out_dir)
+    clash = [] if is_run or overwrite else files_a_run_would_replace(out_dir)
     if clash:
         raise SJCError(f"{out_dir} is not a run folder but holds files a run writes ({', '.join(clash[:3])}"
                        f"{', …' if len(clash) > 3 else ''}): choose another --out-dir, or pass --overwrite to replace them")
-    run = build_run(cfg, prior)   # before touching the folder: bad prompts and priors fail early
-    prepare_out_dir(out_dir)
-    with folder_lock(out_dir, RUN_WRITER), run_on_disk(out_dir):   # nothing is replaced while another run writes here
-        if is_run:   # --overwrite of an sjc run folder
-            remove_outputs(out_dir)
-        cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
-        cfg.save(out_dir / CONFIG_NAME)
-        train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
-        return out_dir, finalize(run, out_dir)
+    return is_run
 
 
 def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None) -> Run:
@@ -241,9 +252,15 @@ def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None,
     """Continue an interrupted (or finished, with more --steps) run exactly where its checkpoint left off;
     `output` changes what it writes and how often (OutputConfig fields), never what it computes."""
     run_dir = Path(run_dir)
-    run = load_run(run_dir, prior=prior)
-    prepare_out_dir(run_dir, None)
-    with folder_lock(run_dir, RUN_WRITER), run_on_disk(run_dir):
+    with folder_lock(run_dir, RUN_WRITER) if (run_dir / CONFIG_NAME).is_file() else nullcontext():   # before its model loads
+        run = load_run(run_dir, prior=prior)   # (which says what is wrong with a folder that is not a run)
+        prepare_out_dir(run_dir, None)
+        return _continue(run, run_dir, progress, steps, output)
+
+
+def _continue(run: Run, run_dir: Path, progress: bool, steps: Optional[int], output: Optional[dict]):
+    """resume's work once its folder is held and its run loaded."""
+    with run_on_disk(run_dir):
         more_steps = steps is not None and steps != run.cfg.optim.steps
         if more_steps:
             if run.step > run.cfg.optim.steps:   # its config could no longer say what it did: polish, then more SJC steps

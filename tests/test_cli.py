@@ -297,13 +297,17 @@ def test_generate_into_existing_run_needs_overwrite(capsys, tiny_copy):
     assert json.loads((tiny_copy / "metrics.json").read_text())["steps"] == 20
 
 
-def test_run_folder_in_use_is_left_alone(capsys, tiny_copy):
+def test_run_folder_in_use_is_left_alone(capsys, tiny_copy, monkeypatch):
     """While another process writes the run (it holds the folder's lock), generate --overwrite and resume refuse
-    with one line and change nothing; once it ends, resume works."""
+    with one line, before loading any model, and change nothing; once it ends, resume works."""
     from filelock import FileLock
 
+    import sjc.pipeline as pipeline
+
     before = {f.name: f.read_bytes() for f in tiny_copy.iterdir() if f.is_file()}
-    with FileLock(tiny_copy / ".sjc-lock"):   # what a live generate holds
+    with monkeypatch.context() as m, FileLock(tiny_copy / ".sjc-lock"):   # what a live generate holds
+        m.setattr(pipeline, "build_run", lambda *a, **k: pytest.fail("loaded a model for a folder in use"))
+        m.setattr(pipeline, "load_run", lambda *a, **k: pytest.fail("loaded a model for a folder in use"))
         rc, _, err = sjc(capsys, "generate", "a blue sphere", *TINY, "--steps", 20, *NO_OUTPUTS, "--out-dir", tiny_copy,
                          "--overwrite")
         assert_one_line_error(rc, err, f"{tiny_copy} is in use by another sjc generate or resume")
@@ -313,6 +317,18 @@ def test_run_folder_in_use_is_left_alone(capsys, tiny_copy):
     rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 40, "--quiet")
     assert rc == 0, err
     assert ckpt_step(tiny_copy) == 40
+
+
+def test_a_folder_that_cannot_be_locked_is_one_line(capsys, tiny_copy, monkeypatch):
+    import filelock
+
+    def denied(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", denied)   # a read-only folder, another user's lock file
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--quiet")
+    assert_one_line_error(rc, err, f"cannot lock {tiny_copy / '.sjc-lock'} for writing: Permission denied",
+                          "make the folder writable")
 
 
 def test_overwrite_removes_stale_mesh(capsys, mesh_run, tmp_path):
