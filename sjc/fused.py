@@ -91,16 +91,17 @@ def extension():
         sources = [str(csrc / "volrend.cpp"), str(csrc / "adamax.cpp")]
         os.environ.setdefault("MAX_JOBS", "2")
         cflags, ldflags = ["-O3", "-fno-math-errno", "-fopenmp"], ["-fopenmp"]
-        error = None
+        error, told = None, False
         for name, cf, lf in build_attempts(csrc):
             try:   # no compiler, no ninja, no setuptools, …: the pure-PyTorch renderer still works
                 from torch.utils.cpp_extension import _get_build_directory, load
                 build_dir = Path(_get_build_directory(name, False))
                 # torch waits forever on a lock left by a killed build (SIGTERM/SIGKILL skip its cleanup)
                 wait_for_build_lock(build_dir / "lock")
-                if sys.stderr.isatty() and not (build_dir / f"{name}.so").exists():   # say why the first run pauses
+                if not told and sys.stderr.isatty() and needs_build(build_dir, name, sources):   # why the run pauses
                     print("sjc: building the fused CPU renderer for this CPU (first use only, 1-2 minutes)...",
                           file=sys.stderr, flush=True)
+                    told = True
                 _EXT = load(name, sources, extra_cflags=cflags + cf, extra_ldflags=ldflags + lf, verbose=False)
                 break
             except Exception as e:
@@ -110,6 +111,12 @@ def extension():
             reason = (str(error).strip().splitlines() or [type(error).__name__])[-1][:120]
             print(f"sjc: warning: the fused CPU renderer could not be built ({reason}); using the PyTorch renderer")
     return _EXT
+
+
+def needs_build(build_dir: Path, name: str, sources: list[str]) -> bool:
+    """Whether a build named `name` is missing or older than its sources (so loading it compiles first)."""
+    built = [build_dir / f"{name}{ext}" for ext in (".so", ".pyd") if (build_dir / f"{name}{ext}").exists()]
+    return not built or max(os.path.getmtime(f) for f in sources) > built[0].stat().st_mtime
 
 
 def available() -> bool:

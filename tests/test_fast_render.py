@@ -7,6 +7,7 @@ whose weights sum to < 1e-4. Images (range 2) therefore differ by at most 2·(τ
 
 import contextlib
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -269,13 +270,16 @@ def test_first_build_is_announced_on_a_terminal_only(tmp_path, monkeypatch, caps
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setattr(cpp, "load", lambda name, *a, **k: built.append(name) or object())
     name = fused.build_attempts(Path(fused.__file__).resolve().parent / "csrc")[0][0]
-    for tty, cached, told in [(True, False, True), (False, False, False), (True, True, False)]:
+    so = tmp_path / name / f"{name}.so"
+    for tty, built_at, told in [(True, None, True), (False, None, False), (True, 2e9, False), (True, 1e9, True)]:
         monkeypatch.setattr(fused, "_EXT", None)
         monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
-        if cached:
-            (tmp_path / name / f"{name}.so").write_bytes(b"")
+        if built_at:   # a build newer than the sources (2033), or older (2001): edited sources rebuild
+            so.write_bytes(b"")
+            os.utime(so, (built_at, built_at))
         assert fused.extension() is not None and built[-1] == name
-        assert ("building the fused CPU renderer for this CPU (first use only" in capsys.readouterr().err) == told
+        err = capsys.readouterr().err
+        assert err.count("building the fused CPU renderer for this CPU (first use only") == int(told)
 
 
 def test_build_names_are_unique_to_the_checkout_and_the_cpu(tmp_path, monkeypatch):
