@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from .atomic import write_text
-from .config import RunConfig, add_config_flags, apply_overrides, iter_fields
+from .config import RunConfig, add_config_flags, apply_overrides
 from .errors import SJCError, interrupt_behind
 
 DEFAULT_PROMPT = "a blue sphere"
@@ -23,8 +23,7 @@ def cmd_generate(a) -> None:
     if a.prompt is not None or not cfg.prompt:
         cfg.prompt = DEFAULT_PROMPT if a.prompt is None else a.prompt
     given = apply_overrides(cfg, a)
-    if any(not path.startswith("output.") for path in given):   # another run than the config's: derive anew
-        cfg.forget_resolved(keep=given)
+    cfg.forget_resolved(given)   # what the config's run filled in and these flags change is derived anew
     out_dir, metrics = generate(cfg, progress=not a.quiet)
     _report(out_dir, metrics)
 
@@ -363,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="continue an interrupted run from its folder, exactly")
     r.add_argument("run_dir")
     r.add_argument("--steps", type=int, help="raise the step budget (train longer)")
-    add_config_flags(r, exclude=tuple(f.name for _, f in iter_fields(RunConfig()) if f.name not in RESUME_OUTPUT_FLAGS))
+    add_config_flags(r, only=RESUME_OUTPUT_FLAGS)
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_resume)
 
@@ -407,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     s2.add_argument("--device", default="auto")
     s2.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscaling of the PNG")
     s2.add_argument("--out", default="samples.png")
-    add_config_flags(s2, exclude=tuple(f.name for _, f in iter_fields(RunConfig()) if f.name not in SAMPLE2D_MODEL_FLAGS))
+    add_config_flags(s2, only=SAMPLE2D_MODEL_FLAGS)
     s2.set_defaults(func=cmd_sample2d)
 
     pr = sub.add_parser("prior", help="build the toy-world dataset and train the learned toy prior")

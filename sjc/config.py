@@ -125,9 +125,9 @@ class RunConfig:
     reg: RegConfig = dataclasses.field(default_factory=RegConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
-    # The fields the run filled in itself (from its prior's defaults, or derived from other fields), as
-    # section.name: a new run from this config that changes a setting derives them again (forget_resolved).
-    resolved: list[str] = dataclasses.field(default_factory=list)
+    # The values the run filled in itself (its prior's defaults, or derived from other fields), by section.name:
+    # a new run from this config that changes what one depends on derives it again (forget_resolved).
+    resolved: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     SECTIONS = ("model", "field", "render", "camera", "guidance", "reg", "optim", "output")
 
@@ -176,10 +176,10 @@ class RunConfig:
         kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise SJCError(f"{where}: prompt must be text, got {self.prompt!r}")
-        if not isinstance(self.resolved, list) or not all(isinstance(p, str) for p in self.resolved):
-            raise SJCError(f"{where}: resolved must be a list of field names, got {self.resolved!r}")
-        for section, f in iter_fields(self):
-            value = getattr(getattr(self, section) if section else self, f.name)
+        if not isinstance(self.resolved, dict):
+            raise SJCError(f"{where}: resolved must map field names to values, got {self.resolved!r}")
+        for _, owner, f in leaves(self):
+            value = getattr(owner, f.name)
             ftype = str(f.type)
             if value is None and "Optional" in ftype:
                 continue
@@ -193,17 +193,25 @@ class RunConfig:
 
     def unset_fields(self) -> set[str]:
         """The fields left as None ("the prior's default" or "derived"), as section.name."""
-        return {field_path(section, f) for section, f in iter_fields(self)
-                if getattr(getattr(self, section) if section else self, f.name) is None}
+        return {path for path, owner, f in leaves(self) if getattr(owner, f.name) is None}
 
-    def forget_resolved(self, keep: set[str] = frozenset()) -> "RunConfig":
-        """Unset the fields the run filled in itself (but those in keep), so a run with other settings (another
-        prior, other --steps) derives them from its own settings, not from the run this config came from."""
-        for section, f in iter_fields(self):
-            path = field_path(section, f)
-            if path in self.resolved and path not in keep:
-                setattr(getattr(self, section) if section else self, f.name, None)
-        self.resolved = []
+    def record_resolved(self, unset: set[str]) -> None:
+        """Note in `resolved` the values filled in since `unset` (unset_fields()) was taken."""
+        self.resolved.update({path: getattr(owner, f.name) for path, owner, f in leaves(self)
+                              if path in unset and getattr(owner, f.name) is not None})
+
+    def forget_resolved(self, given: set[str]) -> "RunConfig":
+        """For a new run from this config with the fields `given` set anew: unset the filled-in values that depend
+        on one of them (another prior's defaults, another --steps' emptiness schedule), so the run derives them
+        from its own settings. A value given now, or edited by hand since it was filled in, is the user's: kept."""
+        for path, owner, f in leaves(self):
+            if path not in self.resolved:
+                continue
+            if path in given or getattr(owner, f.name) != self.resolved[path]:
+                del self.resolved[path]
+            elif DERIVED_FROM.get(path, FROM_THE_PRIOR) & given:
+                setattr(owner, f.name, None)
+                del self.resolved[path]
         return self
 
     def validate(self) -> "RunConfig":
@@ -263,14 +271,23 @@ class RunConfig:
         return self
 
 
+# What a filled-in value depends on (forget_resolved): the prior's defaults depend on the prior, and a few
+# values are derived from other fields as well.
+FROM_THE_PRIOR = frozenset({"prior", "model.model", "model.model_config"})
+DERIVED_FROM = {
+    "prior": frozenset({"model.model", "model.model_config"}),   # detected from --model
+    "reg.emptiness_mult_step": FROM_THE_PRIOR | {"optim.steps", "reg.emptiness_mult_after"},
+    "guidance.polish_guidance_scale": FROM_THE_PRIOR | {"guidance.guidance_scale"},
+    "guidance.polish_num_noise": FROM_THE_PRIOR | {"guidance.num_noise"},
+}
+
 GUIDANCE_METHODS = ("paas", "paas-plain", "naive", "sds", "oracle")
 RENDERER_NAMES = ("fast", "fused", "packed", "dense")
 
 
 def resolve_defaults(cfg: RunConfig, defaults: dict[str, Any]) -> RunConfig:
     """Fill every field left as None from a prior's defaults (by field name); the result is what config.json records."""
-    for section, f in iter_fields(cfg):
-        owner = getattr(cfg, section) if section else cfg
+    for _, owner, f in leaves(cfg):
         if getattr(owner, f.name) is None and f.name in defaults:
             setattr(owner, f.name, defaults[f.name])
     return cfg
@@ -291,9 +308,11 @@ def iter_fields(cfg: RunConfig):
             yield None, f
 
 
-def field_path(section: Optional[str], f) -> str:
-    """A leaf field's name in RunConfig.resolved: 'guidance.sigma_min', or 'prior' at the top level."""
-    return f"{section}.{f.name}" if section else f.name
+def leaves(cfg: RunConfig):
+    """Yield (path, the object that holds it, field) for every leaf config field; path is 'guidance.sigma_min',
+    or 'prior' at the top level."""
+    for section, f in iter_fields(cfg):
+        yield (f"{section}.{f.name}", getattr(cfg, section), f) if section else (f.name, cfg, f)
 
 
 def field_comments() -> dict[str, str]:
@@ -306,15 +325,17 @@ def field_comments() -> dict[str, str]:
     return {m.group(1): m.group(2) for m in re.finditer(r"^    (\w+): [^#\n]+#\s*(.+)$", src, re.M)}
 
 
-def add_config_flags(parser, defaults: Optional[RunConfig] = None, exclude: tuple[str, ...] = ()) -> None:
-    """Add one flag per config field (but those named in `exclude`); the default None means 'not given on the
-    command line'."""
+def add_config_flags(parser, defaults: Optional[RunConfig] = None, exclude: tuple[str, ...] = (),
+                     only: Optional[tuple[str, ...]] = None) -> None:
+    """Add one flag per config field (but those named in `exclude`; only those in `only` where given); the
+    default None means 'not given on the command line'."""
     defaults = defaults or RunConfig()
     comments = field_comments()
-    for section, f in iter_fields(defaults):
-        if f.name in exclude:
+    for path, owner, f in leaves(defaults):
+        if f.name in exclude or (only is not None and f.name not in only):
             continue
-        default = getattr(getattr(defaults, section) if section else defaults, f.name)
+        section = path.rpartition(".")[0]
+        default = getattr(owner, f.name)
         ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         shown = "see above" if default is None else default
         help_ = f"{comments.get(f.name, f.name.replace('_', ' '))} [{section or 'run'}; default: {shown}]"
@@ -329,9 +350,9 @@ def add_config_flags(parser, defaults: Optional[RunConfig] = None, exclude: tupl
 def apply_overrides(cfg: RunConfig, ns) -> set[str]:
     """Copy the flags that were given on the command line into cfg; return their fields (section.name)."""
     given = set()
-    for section, f in iter_fields(cfg):
+    for path, owner, f in leaves(cfg):
         value = getattr(ns, f.name, None)
         if value is not None:
-            setattr(getattr(cfg, section) if section else cfg, f.name, value)
-            given.add(field_path(section, f))
+            setattr(owner, f.name, value)
+            given.add(path)
     return given

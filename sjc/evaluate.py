@@ -220,8 +220,7 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
             raise SJCError(f"sjc eval needs prompts with a known 3D truth; prior {base.prior!r} has none for {p!r}")
         for v in variants:
             variant_config(base, p, v, 0)
-    # What a reused or resumed cell must match (the unbuilt base has filled in nothing: no 'resolved' to compare).
-    config = {**{k: v for k, v in base.to_dict().items() if k != "resolved"}, "prior_weights": prior_weights(base)}
+    config = {**base.to_dict(), "prior_weights": prior_weights(base)}   # what a reused or resumed cell must match
     out_prefix = Path(out_prefix)
     prepare_out_dir(out_prefix.parent, "--out")   # an unwritable --out fails now, not after every cell has trained
     cells = [(p, v, s) for p in prompts for v in variants for s in seeds]
@@ -307,7 +306,8 @@ def setting_differences(theirs, config: dict) -> str:
 
     if not isinstance(theirs, dict):
         return "no settings stored"
-    strip = lambda c: {**c, "model": {**(c.get("model") or {}), "model": None}}   # noqa: E731
+    # The model's path and what a built run would fill in (eval's base config is never built) are not settings.
+    strip = lambda c: {**c, "model": {**(c.get("model") or {}), "model": None}, "resolved": None}   # noqa: E731
     differ = config_differences(strip(theirs), strip(json.loads(json.dumps(config))))   # via JSON: tuples → lists
     if "prior_weights" not in theirs:
         differ = [d + ": none recorded, so its prior cannot be checked" if d == "prior_weights" else d for d in differ]

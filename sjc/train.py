@@ -112,7 +112,7 @@ def resolve_for_prior(cfg: RunConfig, prior: Prior) -> None:
     g.sigma_max = float(drawn[-1]) if g.sigma_max is None else g.sigma_max
     if cfg.reg.emptiness_mult_step is None:   # fixed at creation: resuming with more --steps keeps the schedule
         cfg.reg.emptiness_mult_step = int(cfg.reg.emptiness_mult_after * cfg.optim.steps)
-    cfg.resolved = sorted(set(cfg.resolved) | (unset - cfg.unset_fields()))
+    cfg.record_resolved(unset)
     cfg.validate()
 
 

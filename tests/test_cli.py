@@ -787,25 +787,33 @@ def test_config_rerun_keeps_its_prompt_and_rejects_unknown_keys(capsys, tmp_path
 
 
 def test_a_config_rerun_with_other_settings_derives_what_the_run_filled_in(capsys, tmp_path):
-    """config.json records what the run filled in itself; a new run from it that changes a setting derives those
-    fields again (the emptiness multiplier's step from the new --steps), one that changes only outputs keeps them."""
+    """config.json records what the run filled in itself; a new run from it derives again what depends on a flag
+    given anew (the emptiness multiplier's step on --steps), keeps the rest and whatever was edited by hand."""
     rc, _, err = sjc(capsys, "generate", "a red cube", *TINY, "--steps", 30, *NO_OUTPUTS, "--out-dir", tmp_path / "a")
     assert rc == 0, err
     cfg_a = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert cfg_a["reg"]["emptiness_mult_step"] == 15
-    assert {"reg.emptiness_mult_step", "guidance.sigma_min", "optim.polish_steps"} <= set(cfg_a["resolved"])
-    assert not {"prior", "optim.steps", "field.grid_size"} & set(cfg_a["resolved"])   # given as flags
-    rc, _, err = sjc(capsys, "generate", "--config", tmp_path / "a" / "config.json", "--steps", 40,
-                     "--out-dir", tmp_path / "b", "--quiet")
-    assert rc == 0, err
-    cfg_b = json.loads((tmp_path / "b" / "config.json").read_text())
+    res = cfg_a["resolved"]
+    assert res["reg.emptiness_mult_step"] == cfg_a["reg"]["emptiness_mult_step"] == 15
+    assert res["optim.polish_steps"] == 0 and res["guidance.sigma_min"] == cfg_a["guidance"]["sigma_min"]
+    assert not {"prior", "optim.steps", "field.grid_size"} & res.keys()   # given as flags
+
+    def rerun(name, *flags, config=tmp_path / "a" / "config.json"):
+        rc, _, err = sjc(capsys, "generate", "--config", config, *flags, "--out-dir", tmp_path / name, "--quiet")
+        assert rc == 0, err
+        return json.loads((tmp_path / name / "config.json").read_text())
+
+    cfg_b = rerun("b", "--steps", 40)
     assert cfg_b["reg"]["emptiness_mult_step"] == 20 and cfg_b["optim"]["steps"] == 40   # half of the new steps
-    assert cfg_b["resolved"] == cfg_a["resolved"]   # filled in again, so recorded again
-    rc, _, err = sjc(capsys, "generate", "--config", tmp_path / "a" / "config.json", "--out-dir", tmp_path / "c",
-                     "--no-video")
-    assert rc == 0, err
-    cfg_c = json.loads((tmp_path / "c" / "config.json").read_text())
-    assert {**cfg_c, "output": None} == {**cfg_a, "output": None}
+    assert cfg_b["resolved"] == {**res, "reg.emptiness_mult_step": 20}
+    for name, flags in (("c", ["--no-video"]), ("d", ["--seed", "3"])):   # nothing filled in depends on these
+        cfg = rerun(name, *flags)
+        assert {**cfg, "output": None, "optim": None} == {**cfg_a, "output": None, "optim": None}
+    edited = json.loads(json.dumps(cfg_a))
+    edited["guidance"]["sigma_min"] = 1.0   # by hand, after the run
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    cfg_e = rerun("e", "--steps", 40, config=tmp_path / "edited.json")
+    assert cfg_e["guidance"]["sigma_min"] == 1.0 and "guidance.sigma_min" not in cfg_e["resolved"]
+    assert cfg_e["reg"]["emptiness_mult_step"] == 20 and cfg_e["guidance"]["sigma_max"] == cfg_a["guidance"]["sigma_max"]
 
 
 def test_a_config_of_one_prior_given_another_takes_that_priors_defaults(tmp_path):
@@ -820,12 +828,12 @@ def test_a_config_of_one_prior_given_another_takes_that_priors_defaults(tmp_path
     assert a.optim.polish_steps == 0 and "optim.polish_steps" in a.resolved and "field.grid_size" not in a.resolved
     b = RunConfig.from_dict(json.loads(json.dumps(a.to_dict())))   # as read back from its config.json
     b.prior = "toy"
-    b.forget_resolved(keep={"prior"})
+    b.forget_resolved(given={"prior"})
     build_run(b)
     toy = build_run(RunConfig(prompt="a red cube")).cfg
     for section, name in [("optim", "steps"), ("optim", "polish_steps"), ("guidance", "sigma_min"),
                           ("guidance", "sigma_max"), ("guidance", "guidance_scale"), ("guidance", "view_scheme"),
-                          ("reg", "emptiness_weight"), ("reg", "emptiness_mult_step")]:
+                          ("reg", "emptiness_weight"), ("reg", "emptiness_mult_step"), ("camera", "fov_min")]:
         assert getattr(getattr(b, section), name) == getattr(getattr(toy, section), name), name
     assert b.optim.polish_steps > 0 and b.field.grid_size == 12 and b.prior == "toy"
 
