@@ -94,11 +94,22 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
                {"camera": cam_gen, "noise": noise_gen}, device)
 
 
+# The fields a run cannot start without: where the config leaves them unset, the prior's defaults must fill them.
+NEEDED_FROM_THE_PRIOR = ("field.grid_size", "render.resolution", "camera.fov_min", "camera.fov_max",
+                         "guidance.guidance_scale", "reg.emptiness_weight", "optim.steps", "optim.polish_steps")
+
+
 def resolve_for_prior(cfg: RunConfig, prior: Prior) -> None:
     """Fill in what the config leaves to the prior (its defaults, the view scheme, the σ range drawn) or derives
     (the emptiness schedule), list it in cfg.resolved and validate: config.json alone reruns the run."""
     unset = cfg.unset_fields()
     resolve_defaults(cfg, prior.config_defaults())
+    missing = [path for path in NEEDED_FROM_THE_PRIOR if path in cfg.unset_fields()]
+    if missing:   # a prior whose config_defaults() leaves one out: say so now, not as a TypeError mid-run
+        from .config import flag_name
+        from .errors import SJCError
+        raise SJCError(f"the {prior.name} prior gives no default for {', '.join(flag_name(p.split('.')[-1]) for p in missing)}: "
+                       f"give them on the command line, or in the prior's defaults")
     cfg.guidance.polish_follows_sjc()   # a prior without its own polish scale or K: the SJC steps'
     g = cfg.guidance
     if g.view_scheme is not None and g.view_scheme != prior.views.name:

@@ -1285,6 +1285,36 @@ def test_a_prior_instance_goes_through_generate_resume_and_load_run(tmp_path):
         load_run(out_dir)
 
 
+def test_a_prior_with_few_defaults_takes_the_reference_ones(tmp_path):
+    """A prior that sets only some defaults (as the README invites) gets the reference values for the rest; one
+    whose config_defaults() leaves a needed field out fails with one line naming its flag, before any folder."""
+    from sjc.config import RunConfig
+    from sjc.errors import SJCError
+    from sjc.pipeline import generate
+
+    base = GreenDisc.make()
+
+    class Few(base):
+        defaults = {"grid_size": 12, "steps": 5}
+
+    class Broken(base):
+        def config_defaults(self):
+            return {k: v for k, v in super().config_defaults().items() if k != "fov_max"}
+
+    cfg = RunConfig(prompt="a green disc")
+    cfg.output.out_dir, cfg.output.video, cfg.output.mesh = str(tmp_path / "few"), False, False
+    out_dir, metrics = generate(cfg, progress=False, prior=Few())
+    saved = json.loads((out_dir / "config.json").read_text())
+    assert metrics["steps"] == 5 and saved["field"]["grid_size"] == 12
+    assert (saved["camera"]["fov_min"], saved["camera"]["fov_max"], saved["guidance"]["guidance_scale"],
+            saved["reg"]["emptiness_weight"]) == (40.0, 70.0, 1.0, 1.0)
+    cfg = RunConfig(prompt="a green disc")
+    cfg.output.out_dir = str(tmp_path / "broken")
+    with pytest.raises(SJCError, match="the green-disc prior gives no default for --fov-max: give them on the command"):
+        generate(cfg, progress=False, prior=Broken())
+    assert not (tmp_path / "broken").exists()
+
+
 def test_reading_a_run_keeps_a_live_writers_temporaries(capsys, tiny_run):
     """`sjc export` while `sjc generate` writes into the same folder must not delete the generate's temporaries;
     a dead writer's (a killed process) and an older sjc's (no writer named) are cleaned up."""

@@ -42,8 +42,9 @@ class Prior(ABC):
         return self.sjc_guidance if self.sampling_guidance is None else self.sampling_guidance
 
     def config_defaults(self) -> dict:
-        """This prior's defaults plus its native resolution (and no appearance polish unless it sets one)."""
-        return {"resolution": self.height, "polish_steps": 0, **self.defaults}
+        """This prior's defaults over the reference ones (Prior.defaults), plus its native resolution (and no
+        appearance polish unless it sets one)."""
+        return {"resolution": self.height, "polish_steps": 0, **Prior.defaults, **self.defaults}
 
     @property
     def shape(self) -> tuple[int, int, int]:
