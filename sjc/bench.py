@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import sys
 import time
 from typing import Optional
 
@@ -95,7 +96,11 @@ def bench_unet_layout(prompt: str = "a blue mug", calls: int = 40, steps: int = 
     priors = {k: PixelTextPrior(channels_last=v) for k, v in layouts.items()}
     cond = priors["contiguous"].encode(prompt)
     x, t = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([500.0])
-    runs = {k: build_run(RunConfig(prompt=prompt), prior=p) for k, p in priors.items()}
+    runs = {}
+    for k, p in priors.items():
+        cfg = RunConfig(prompt=prompt)
+        cfg.output.device = "cpu"   # where the priors above are, on a machine with a GPU too
+        runs[k] = build_run(cfg, prior=p)
     result = {"machine": _machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "prompt": prompt, "calls": calls, "steps": steps, "repeats": repeats,
               "max_abs_difference": (priors["contiguous"].model_output(x, t, cond, 2.0)
@@ -296,7 +301,7 @@ def sweep_renderers(grid_sizes=(32, 48, 64, 100), resolutions=(32, 64), rounds: 
                 row[renderer] = time_renderer_steps(r2, renderer, rounds, run.cfg.render.occupancy_every)["seconds_per_step"]
             row["speedup"] = row["dense"] / row["fast"]
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps(row), file=sys.stderr, flush=True)   # progress; stdout holds the result alone
     return rows
 
 

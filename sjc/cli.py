@@ -64,9 +64,13 @@ def cmd_export(a) -> None:
     fmt = a.format or (out.suffix.lstrip(".").lower() if out else "glb")
     if out is not None and out.suffix.lstrip(".").lower() != fmt or fmt not in MESH_FORMATS:
         raise SJCError(f"--out must name a .glb, .ply or .obj file (matching --format if given), got {a.out}")
+    if out is not None:   # before the run loads
+        check_writable(out, "--out")
+    run = load_run(Path(a.run_dir))   # a mistyped run folder is named as such (and not created)
     path = out or Path(a.run_dir) / f"mesh.{fmt}"
-    check_writable(path, "--out")
-    print(export_mesh(run_mesh(load_run(Path(a.run_dir)), a.level), path, fmt))
+    if out is None:
+        check_writable(path, "--out")
+    print(export_mesh(run_mesh(run, a.level), path, fmt))
 
 
 def cmd_eval(a) -> None:
@@ -471,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="renderer suite: the reference SD configuration (stand-in prior) and the toy default "
                         "(default: both)")
     b.add_argument("--device", help="sd suite: where the step runs (default: cuda when visible, else cpu)")
-    b.add_argument("--steps", type=int, help="renderer: optimisation steps of the run (default per config); sd: timed steps; unet: timed steps and U-Net calls")
+    b.add_argument("--steps", type=int, help="renderer: optimisation steps of the run (default per config); sweep: steps that train each field before timing (default 300); sd: timed steps; unet: timed steps and U-Net calls")
     b.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     b.add_argument("--threads", type=int, help="torch CPU threads")
     b.add_argument("--grid", type=int, help="sd suite: the field's grid size (default 100)")

@@ -216,9 +216,11 @@ def test_non_toy_prompt_fails_before_touching_the_folder(capsys, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_missing_folder(capsys, tmp_path):
-    rc, _, err = sjc(capsys, "resume", tmp_path / "nowhere", "--quiet")
+@pytest.mark.parametrize("command", ["resume", "render", "export"])
+def test_a_missing_run_folder_is_named_and_not_created(capsys, tmp_path, command):
+    rc, _, err = sjc(capsys, command, tmp_path / "nowhere")
     assert_one_line_error(rc, err, "no run folder", str(tmp_path / "nowhere"), "sjc generate")
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_resume_folder_without_config(capsys, tmp_path):

@@ -5,6 +5,7 @@ built-in toy prior (pixel space, no VAE). Components load with `from_pretrained`
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -140,7 +141,8 @@ class TextUNetPrior(VPDenoiserPrior):
         except Exception as e:   # a compiler failure must not end the run: fall back to eager once
             if self._unet_fn is self.unet:
                 raise
-            print(f"sjc: warning: torch.compile failed ({str(e).splitlines()[0][:100]}); running the U-Net eagerly")
+            print(f"sjc: warning: torch.compile failed ({str(e).splitlines()[0][:100]}); running the U-Net eagerly",
+                  file=sys.stderr)
             self._unet_fn = self.unet
             out = self.unet(x, t, encoder_hidden_states=emb).sample
         return out.float().contiguous()   # the rest of the method sees the default layout
