@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors import SafetensorError
@@ -57,20 +58,26 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     return tensors, meta
 
 
-def load_checkpoint(path: Path, field, optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator]) -> int:
-    """Restore field, optimiser and RNG state in place; return the step to continue from."""
+def load_checkpoint(path: Path, field, optimizer: Optional[torch.optim.Optimizer] = None,
+                    generators: Optional[dict[str, torch.Generator]] = None) -> int:
+    """Restore field, optimiser and RNG state in place (those given); return the step to continue from."""
     tensors, meta = read_checkpoint(path)
     try:
         fstate = {k[6:]: v for k, v in tensors.items() if k.startswith("field.")}
         fstate.setdefault("occupancy", torch.ones_like(field.occupancy))   # checkpoints from before the fast renderer
         field.load_state_dict(fstate)
-        state: dict[int, dict] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, idx, key = k.split(".", 2)
-                state.setdefault(int(idx), {})[key] = v
-        optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-        for name, gen in generators.items():
+        if optimizer is not None:
+            state: dict[int, dict] = {}
+            for k, v in tensors.items():
+                if k.startswith("optim."):
+                    _, idx, key = k.split(".", 2)
+                    state.setdefault(int(idx), {})[key] = v
+            optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+        for name, gen in (generators or {}).items():
+            if tensors[f"rng.{name}"].numel() != gen.get_state().numel():   # a CUDA generator's state is 16 bytes
+                raise SJCError(f"the checkpoint {path} holds the random streams of a run on another kind of device "
+                               f"(a GPU run on a CPU, or the reverse): resume it on the device it was trained on "
+                               f"(render and export work anywhere)")
             gen.set_state(tensors[f"rng.{name}"])
         return int(meta["step"])
     except (KeyError, RuntimeError, ValueError) as e:

@@ -50,7 +50,7 @@ def cmd_render(a) -> None:
     path = Path(a.out) if a.out else Path(a.run_dir) / (f"turntable_subpixel{a.subpixel}.mp4" if a.subpixel > 1 else "turntable.mp4")
     if a.out:   # before any frame is rendered
         check_writable(path)
-    run = load_run(Path(a.run_dir))
+    run = load_run(Path(a.run_dir), device=a.device, field_only=True)
     if not a.out:   # the run folder itself, once it is known to hold a run
         check_writable(path)
     print(render_video(run, path, subpixel=a.subpixel))
@@ -66,7 +66,7 @@ def cmd_export(a) -> None:
         raise SJCError(f"--out must name a .glb, .ply or .obj file (matching --format if given), got {a.out}")
     if out is not None:   # before the run loads
         check_writable(out, "--out")
-    run = load_run(Path(a.run_dir))   # a mistyped run folder is named as such (and not created)
+    run = load_run(Path(a.run_dir), device=a.device, field_only=True)   # a mistyped folder is named, not created
     path = out or Path(a.run_dir) / f"mesh.{fmt}"
     if out is None:
         check_writable(path, "--out")
@@ -374,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("run_dir")
     v.add_argument("--subpixel", type=int, default=1, help="rays per pixel side, averaged (sharper final render)")
     v.add_argument("--out", help="video path (default: inside the run folder)")
+    v.add_argument("--device", default="auto", help="where to load the run: auto (cuda when available, else cpu), "
+                   "cpu, cuda or cuda:N; a run trained on a GPU renders and exports on a CPU")
     v.set_defaults(func=cmd_render)
 
     e = sub.add_parser("export", help="export a run's mesh")
@@ -382,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--level", type=float, help="density level of the surface (default: the evaluation level, "
                    "where one voxel's optical depth is 0.2: 0.2·(grid size − 1)/2, 4.7 at the toy default's 48³ grid)")
     e.add_argument("--out", help="mesh file (default: mesh.<format> in the run folder, replacing the one there)")
+    e.add_argument("--device", default="auto", help="where to load the run: auto (cuda when available, else cpu), "
+                   "cpu, cuda or cuda:N; a run trained on a GPU renders and exports on a CPU")
     e.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("eval", help="score prompts × method variants against the toy world's true objects")

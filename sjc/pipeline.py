@@ -226,8 +226,13 @@ def replaces_a_run(out_dir: Path, overwrite: bool) -> bool:
     return is_run
 
 
-def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None) -> Run:
-    """Rebuild a run from its folder's config.json and (if restore) its checkpoint; `prior` as in generate."""
+def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None, device: Optional[str] = None,
+             field_only: bool = False) -> Run:
+    """Rebuild a run from its folder's config.json and (if restore) its checkpoint; `prior` as in generate.
+
+    device: where to load it instead of the config's --device; field_only: restore the field alone, not the
+    optimiser and random streams a resume needs (so a run trained on a GPU renders and exports on a CPU).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SJCError(f"no run folder at {run_dir}: give the folder that sjc generate wrote (e.g. outputs/a-blue-sphere)")
@@ -241,9 +246,14 @@ def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None)
         cfg.validate()
     except SJCError as e:
         raise SJCError(f"the run config in {run_dir} is invalid: {e}") from None
+    if device is not None:
+        cfg.output.device = device
+    elif restore and not field_only and cfg.output.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SJCError(f"{run_dir} was trained with --device {cfg.output.device}, where its optimiser and random "
+                       f"streams belong: resume it where a CUDA GPU is visible (render and export work anywhere)")
     run = build_run(cfg, prior)
     if restore:
-        resume_from(run, run_dir)
+        resume_from(run, run_dir, field_only)
     return run
 
 

@@ -192,9 +192,11 @@ def save(run: Run, out_dir: Path) -> None:
     save_checkpoint(checkpoint_path(out_dir), run.field, run.optimizer, run.step, run.generators)
 
 
-def resume_from(run: Run, out_dir: Path) -> None:
-    """Restore the run's state from its folder's checkpoint: the next step is the one the checkpoint stopped before."""
-    run.step = load_checkpoint(checkpoint_path(out_dir), run.field, run.optimizer, run.generators)
+def resume_from(run: Run, out_dir: Path, field_only: bool = False) -> None:
+    """Restore the run's state from its folder's checkpoint: the next step is the one the checkpoint stopped before
+    (field_only: the field alone, enough to render or export it)."""
+    run.step = load_checkpoint(checkpoint_path(out_dir), run.field, *((None, None) if field_only else
+                                                                       (run.optimizer, run.generators)))
 
 
 def train(run: Run, out_dir: Optional[Path] = None, progress: bool = True,

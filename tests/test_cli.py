@@ -1056,6 +1056,35 @@ def test_a_failed_checkpoint_write_is_one_line(capsys, tmp_path, monkeypatch):
     assert ckpt_step(d) == 10
 
 
+def test_a_run_trained_on_a_gpu_renders_and_exports_on_a_cpu(capsys, mesh_run, tmp_path):
+    """A GPU run's folder (config --device cuda, a CUDA generator's 16-byte state in the checkpoint) renders and
+    exports here; resuming it is one line that says where it can resume."""
+    from safetensors.torch import save_file
+
+    d = tmp_path / "gpu-run"
+    shutil.copytree(mesh_run[0], d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["output"]["device"] = "cuda"
+    (d / "config.json").write_text(json.dumps(cfg))
+    ckpt = d / "checkpoint.safetensors"
+    with safe_open(str(ckpt), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(ckpt))
+    tensors["rng.noise"] = torch.zeros(16, dtype=torch.uint8)   # what a CUDA generator's get_state() holds
+    save_file(tensors, str(ckpt), metadata=meta)
+    for argv in (["export", d, "--out", tmp_path / "m.ply"], ["render", d, "--out", tmp_path / "v.mp4"]):
+        rc, _, err = sjc(capsys, *argv)
+        assert rc == 0, err
+    assert trimesh.load(tmp_path / "m.ply").faces.shape[0] > 0 and video_frames(tmp_path / "v.mp4") == 4
+    if not torch.cuda.is_available():
+        rc, _, err = sjc(capsys, "resume", d, "--quiet")
+        assert_one_line_error(rc, err, "was trained with --device cuda", "resume it where a CUDA GPU is visible")
+    cfg["output"]["device"] = "auto"   # trained where auto meant cuda
+    (d / "config.json").write_text(json.dumps(cfg))
+    rc, _, err = sjc(capsys, "resume", d, "--quiet", "--steps", MESH_STEPS + 5)
+    assert_one_line_error(rc, err, "random streams of a run on another kind of device", "render and export work")
+
+
 def test_render_and_export_check_the_run_folder_before_any_work(capsys, tiny_copy, monkeypatch):
     import sjc.pipeline as pipeline
 
