@@ -259,6 +259,12 @@ def cmd_prior_check(a) -> None:
     check_dataset_fits(data, prior, a.data)
     labels = prior.views.index(data["azimuth"], data["elevation"]) if a.view else None
     clf = NearestRender(data["shaded"], data["background"], a.views or (None if a.view else 500), labels)
+    for v in views if a.view else ():   # a shape with no render of a view could never be the answer for it
+        seen_in = clf.view_labels.view(clf.n_shapes, clf.n_views) == prior.views.labels.index(v)
+        if not seen_in.any(1).all():
+            raise SJCError(f"--view {v!r}: the dataset's first {clf.n_views} views of some shapes include none from "
+                           f"that view, so its samples cannot be judged; raise --views, or build the dataset with more "
+                           f"views (sjc prior dataset --views)")
     held = [toyworld.ToyObject(s, c) for s, c in HELD_OUT]
     trained = [o for o in toyworld.ALL_OBJECTS if (o.shape, o.colour) not in HELD_OUT]
     result = {"model": str(a.model or "built-in"), "samples_per_object": a.n * len(views), "heun_steps": a.steps,

@@ -546,6 +546,10 @@ def test_prior_check_out_is_a_prefix(tmp_path, monkeypatch, capsys):
     assert cli.main(["prior", "check", "--data", str(data), "--out", str(tmp_path / "pc" / "guidance-7.5")]) == 0
     names = sorted(p.name for p in (tmp_path / "pc").iterdir())
     assert names == ["guidance-7.5-held-out.png", "guidance-7.5-trained.png", "guidance-7.5.json", "guidance-7.5.md"]
+    capsys.readouterr()
+    assert cli.main(["prior", "check", "--data", str(data), "--view", "all", "--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err   # two renders per shape: most of the 32 view prompts have none to be judged by
+    assert err.startswith("sjc: error: --view ") and "the dataset's first 2 views of some shapes include none" in err
 
 
 def test_training_sample_grid_prompts_are_training_captions():
