@@ -106,10 +106,10 @@ class ModelConfig:
     model: Optional[str] = None         # diffusers folder, cached Hub id, or single .safetensors/.ckpt file
     model_config: Optional[str] = None  # for a single file: the base model's diffusers folder or cached id
     half: Optional[bool] = None         # fp16 U-Net (None: on CUDA for diffusers models; the toy prior stays fp32)
-    attention_slicing: bool = False     # lower peak memory on small cards
-    offload: bool = False               # keep the text encoder and VAE on the CPU (only the U-Net on the GPU)
-    compile: Optional[bool] = None      # torch.compile the U-Net with CUDA graphs (None: on CUDA only)
-    channels_last: Optional[bool] = None  # U-Net in the channels-last memory layout (None: on the CPU only)
+    attention_slicing: bool = False     # lower peak memory on small cards (the sd prior)
+    offload: bool = False               # keep the text encoder and VAE on the CPU, only the U-Net on the GPU (the sd prior)
+    compile: Optional[bool] = None      # torch.compile the U-Net with CUDA graphs (the sd prior; None: on CUDA only)
+    channels_last: Optional[bool] = None  # U-Net in the channels-last memory layout (sd and toy; None: on the CPU only)
 
 
 @dataclass

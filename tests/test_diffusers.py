@@ -414,6 +414,22 @@ def test_model_config_mistakes_are_named(tiny, tmp_path, monkeypatch):
         load_prior(cfg)
 
 
+@pytest.mark.parametrize("prior,flag,read", [
+    ("toy", "compile", False), ("toy", "offload", False), ("toy", "attention_slicing", False),
+    ("toy", "channels_last", True), ("toy", "half", True), ("closed-form", "half", False),
+    ("unet2d", "channels_last", False), ("unet2d", "half", True)])
+def test_model_flags_a_prior_ignores_are_refused(tiny, prior, flag, read):
+    cfg = RunConfig(prompt="a red cube", prior=prior)
+    cfg.model.model = str(tiny["ddpm"]) if prior == "unet2d" else None
+    setattr(cfg.model, flag, True)
+    if read:
+        assert load_prior(cfg) is not None
+    else:
+        with pytest.raises(SJCError, match=f"--{flag.replace('_', '-')} is for the Stable Diffusion prior; the "
+                                           f"{prior} prior does not read it"):
+            load_prior(cfg)
+
+
 def test_a_bare_unet2d_folder_loads_with_a_warning_about_its_assumed_schedule(tiny, capsys):
     p = prior_for(tiny["ddpm"] / "unet")
     assert type(p).__name__ == "UNet2DVPPrior" and p.prediction_type == "epsilon"

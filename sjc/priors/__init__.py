@@ -51,22 +51,28 @@ def detected_prior(model: str) -> str:
     return PIPELINE_PRIORS[cls]
 
 
-def _no_model_config(cfg, name: str) -> None:
-    if cfg.model.model_config:   # only a single SD checkpoint file lacks its own configs
-        raise SJCError(f"--model-config is for a single Stable Diffusion checkpoint file; the {name} prior does not "
-                       f"read it: leave it out")
+MODEL_FLAGS = ("model_config", "half", "attention_slicing", "offload", "compile", "channels_last")
+
+
+def _refuse_unread(cfg, name: str, reads: tuple[str, ...] = ()) -> None:
+    """One line for a model flag set (true or a value) that this prior would silently ignore."""
+    for flag in MODEL_FLAGS:
+        if flag not in reads and getattr(cfg.model, flag):
+            what = ("is for a single Stable Diffusion checkpoint file" if flag == "model_config" else
+                    "is for the Stable Diffusion prior")
+            raise SJCError(f"--{flag.replace('_', '-')} {what}; the {name} prior does not read it: leave it out")
 
 
 def _closed_form(cfg, device) -> Prior:
     from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES
-    _no_model_config(cfg, "closed-form")
+    _refuse_unread(cfg, "closed-form")
     views = VIEW_SCHEMES[cfg.guidance.view_scheme] if cfg.guidance.view_scheme else REFERENCE_VIEWS
     return ClosedFormPrior(resolution=cfg.render.resolution or 32, device=device, views=views)
 
 
 def _toy(cfg, device) -> Prior:   # the shipped learned prior unless --model names another pixel-space text U-Net
     from .text_unet import PixelTextPrior
-    _no_model_config(cfg, "toy")
+    _refuse_unread(cfg, "toy", reads=("half", "channels_last"))
     return PixelTextPrior(cfg.model.model, device, half=cfg.model.half, channels_last=cfg.model.channels_last)
 
 
@@ -86,7 +92,7 @@ def _sd(cfg, device) -> Prior:
 def _unet2d(cfg, device) -> Prior:
     from .unet2d import UNet2DPrior
     _needs_weights(cfg, "unet2d")
-    _no_model_config(cfg, "unet2d")
+    _refuse_unread(cfg, "unet2d", reads=("half",))
     return UNet2DPrior(cfg.model.model, device, cfg.model.half)
 
 
