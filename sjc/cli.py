@@ -164,11 +164,15 @@ def cmd_bench(a) -> None:
 
 
 def _dataclass_args(parser, cls) -> None:
-    """One flag per field of a config dataclass (defaults from the class)."""
+    """One flag per field of a config dataclass (defaults from the class, help from its fields' comments)."""
     import dataclasses
+
+    from .config import field_comments
+
+    comments = field_comments(cls)
     for f in dataclasses.fields(cls):
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, type=type(f.default),
-                            help=f"(default {f.default})")
+                            help=f"{comments.get(f.name, f.name.replace('_', ' '))} (default {f.default!r})")
 
 
 def _dataclass_from(cls, a):
@@ -357,11 +361,23 @@ def _report(out_dir: Path, metrics: dict) -> None:
     print(f"done: {metrics['steps']} steps in {metrics.get('train_seconds', 0):.1f} s{extra}\noutputs in {out_dir}/")
 
 
+def prior_defaults_text() -> str:
+    """What each prior fills in where a flag is left unset (None), for generate --help."""
+    from .priors.closed_form import ClosedFormPrior
+    from .priors.stable_diffusion import StableDiffusionPrior
+    from .priors.text_unet import PixelTextPrior
+
+    rows = [f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in cls.defaults.items())
+            for name, cls in (("toy", PixelTextPrior), ("closed-form", ClosedFormPrior), ("sd", StableDiffusionPrior))]
+    return "Each prior's defaults for the flags left unset -- " + "; ".join(rows) + "."
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sjc", description="Score Jacobian Chaining: text prompt → 3D voxel field, video and mesh.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="lift a prompt into a 3D field (default: the built-in toy-world prior)")
+    g = sub.add_parser("generate", help="lift a prompt into a 3D field (default: the built-in toy-world prior)",
+                       epilog=prior_defaults_text())
     g.add_argument("prompt", nargs="?", default=None,
                    help=f'text prompt (default: the --config\'s prompt, else "{DEFAULT_PROMPT}")')
     g.add_argument("--config", help="start from a saved config.json (flags still override it)")

@@ -39,7 +39,7 @@ class CameraConfig:
     elev_min: float = -6.0         # lowest training elevation (degrees)
     elev_max: float = 90.0         # highest training elevation (degrees)
     fov_min: Optional[float] = None   # None: the prior's FoV range (reference: 40 to 70 degrees)
-    fov_max: Optional[float] = None
+    fov_max: Optional[float] = None   # upper end of the training FoV range (degrees; None: the prior's)
     test_fov: float = 60.0         # FoV of previews, video and evaluation views (degrees)
     video_frames: int = 100        # frames of the spiral turntable video
 
@@ -55,7 +55,7 @@ class GuidanceConfig:
     view_prompts: bool = True      # prefix "front view of" etc. by camera
     view_scheme: Optional[str] = None  # reference (4 views) | fine (45° sectors) | fine-bands (+ elevation words); None: the prior's own
     polish_sigma_min: float = 0.05     # σ range of the appearance polish (data units)
-    polish_sigma_max: float = 0.5
+    polish_sigma_max: float = 0.5      # upper end of the polish's σ range (data units)
     polish_guidance_scale: Optional[float] = None  # guidance scale of the polish (None: the prior's default, else --guidance-scale)
     polish_num_noise: Optional[int] = None  # noise samples averaged per polish step (None: the prior's default, else --num-noise)
 
@@ -315,13 +315,14 @@ def leaves(cfg: RunConfig):
         yield (f"{section}.{f.name}", getattr(cfg, section), f) if section else (f.name, cfg, f)
 
 
-def field_comments() -> dict[str, str]:
-    """The trailing comment of each config field in this file, used as its flag's help text."""
+def field_comments(cls: Optional[type] = None) -> dict[str, str]:
+    """The trailing comment of each dataclass field in a config's source (this file's, or cls's alone), used
+    as its flag's help text."""
     import inspect
     import re
     import sys
 
-    src = inspect.getsource(sys.modules[__name__])
+    src = inspect.getsource(cls if cls is not None else sys.modules[__name__])
     return {m.group(1): m.group(2) for m in re.finditer(r"^    (\w+): [^#\n]+#\s*(.+)$", src, re.M)}
 
 
@@ -337,8 +338,7 @@ def add_config_flags(parser, defaults: Optional[RunConfig] = None, exclude: tupl
         section = path.rpartition(".")[0]
         default = getattr(owner, f.name)
         ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        shown = "see above" if default is None else default
-        help_ = f"{comments.get(f.name, f.name.replace('_', ' '))} [{section or 'run'}; default: {shown}]"
+        help_ = f"{comments.get(f.name, f.name.replace('_', ' '))} [{section or 'run'}; default: {default}]"
         if "bool" in ftype:
             parser.add_argument(flag_name(f.name), dest=f.name, default=None, action=argparse.BooleanOptionalAction,
                                 help=help_)

@@ -50,13 +50,13 @@ def captions(shape: str, colour: str, views: ViewScheme = REFERENCE_VIEWS) -> li
 class DatasetConfig:
     """Rendered views per shape; colours are applied at training time (images are linear in albedo)."""
     views: int = 2000          # random cameras per shape
-    resolution: int = 32
-    fov_min: float = 45.0
+    resolution: int = 32       # image size (pixels per side)
+    fov_min: float = 45.0      # field of view range of the cameras (degrees)
     fov_max: float = 60.0
-    elev_min: float = -6.0
+    elev_min: float = -6.0     # elevation range of the cameras (degrees)
     elev_max: float = 90.0
-    radius: float = 1.5
-    seed: int = 0
+    radius: float = 1.5        # camera distance from the object's centre
+    seed: int = 0              # camera draw
 
 
 def build_dataset(cfg: DatasetConfig, out: Path, progress: bool = True) -> Path:
@@ -200,17 +200,17 @@ def save_pipeline(folder: Path, unet, text_encoder, tokenizer, scheduler, views:
 @dataclass
 class TrainConfig:
     """Denoising score matching on the toy world (the defaults are the shipped model's recipe)."""
-    steps: int = 7000
-    batch: int = 64
-    lr: float = 5e-4
+    steps: int = 7000             # optimiser steps
+    batch: int = 64               # images per step
+    lr: float = 5e-4              # AdamW's peak learning rate
     warmup: int = 200             # steps of linear learning-rate warm-up (0: none), then a cosine decay to 0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.999      # decay of the weights' exponential moving average (the saved model)
     cond_dropout: float = 0.1     # share of empty captions (classifier-free guidance)
     view_caption: float = 0.8     # share of the remaining captions with a view prefix
-    checkpoint_every: int = 250
-    sample_every: int = 1000
+    checkpoint_every: int = 250   # state.pt every N steps (the run resumes from it)
+    sample_every: int = 1000      # a samples grid every N steps
     log_every: int = 10           # loss.csv gets the mean loss of every log_every steps
-    seed: int = 0
+    seed: int = 0                 # initialisation, batches and timesteps
     threads: int = 0              # torch CPU threads (0: torch's default)
     init: str = ""                # start from this model folder's weights (fine-tuning; "" = random init)
     timestep_power: float = 1.0   # t = ⌊T·u^p⌋, u uniform: 1 is uniform, p > 1 spends more steps at small σ

@@ -1416,3 +1416,21 @@ def test_run_folder_names_for_any_prompt():
     assert slugify("a" * 79 + " b") == "a" * 79   # cut at 80, never ending in '-'
     japanese, other = slugify("日本の赤い立方体"), slugify("中国的红色立方体")
     assert japanese.startswith("run-") and other.startswith("run-") and japanese != other
+
+
+def test_help_says_what_each_flag_is_and_what_unset_means(capsys):
+    """generate --help shows each prior's defaults for the flags left unset; prior train/dataset flags say what
+    they are (their dataclass comments), not only their default."""
+    from sjc.priors.text_unet import PixelTextPrior
+
+    for argv in (["generate", "--help"], ["prior", "train", "--help"], ["prior", "dataset", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        if argv[0] == "generate":
+            assert f"toy: --grid-size {PixelTextPrior.defaults['grid_size']}, --steps {PixelTextPrior.defaults['steps']}" in text
+            assert "see above" not in text
+        elif argv[1] == "train":
+            assert "--timestep-power TIMESTEP_POWER t = ⌊T·u^p⌋" in text and "--batch BATCH images per step (default 64)" in text
+        else:
+            assert "--views VIEWS random cameras per shape (default 2000)" in text
