@@ -194,7 +194,7 @@ def cmd_prior_dataset(a) -> None:
 
 
 def cmd_prior_train(a) -> None:
-    from .prior_training import ModelConfig, TrainConfig, train_prior
+    from .prior_training import ModelConfig, TrainConfig, dataset_file, train_prior
 
     cfg = _dataclass_from(TrainConfig, a)
     if cfg.steps < 1 or cfg.batch < 1 or cfg.lr <= 0 or (a.stop_after is not None and a.stop_after < 1):
@@ -212,7 +212,6 @@ def cmd_prior_train(a) -> None:
     if cfg.precision not in ("float32", "bfloat16") or cfg.weights_dtype not in ("float32", "float16"):
         raise SJCError(f"need --precision float32|bfloat16 and --weights-dtype float32|float16, "
                        f"got {cfg.precision} and {cfg.weights_dtype}")
-    check_writable(Path(a.out) / "state.pt")
     if cfg.init and not (Path(cfg.init) / "unet").is_dir():
         raise SJCError(f"--init {cfg.init}: not a toy prior folder (it has no unet/); give e.g. sjc/weights/toy32")
     if a.text_width < 4 or a.text_width % 4 or a.text_layers < 1:   # 4 attention heads
@@ -224,6 +223,8 @@ def cmd_prior_train(a) -> None:
     if a.norm_groups < 1 or any(c % a.norm_groups for c in model_cfg.channels):
         raise SJCError(f"every --channels width must be a multiple of --norm-groups {a.norm_groups}, "
                        f"got {' '.join(map(str, model_cfg.channels))}")
+    dataset_file(Path(a.data))   # then the folder, which the check makes: nothing is left behind by bad input
+    check_writable(Path(a.out) / "state.pt")
     folder = train_prior(Path(a.data), Path(a.out), cfg, model_cfg, progress=not a.quiet, stop_after=a.stop_after)
     print(folder or f"stopped after {a.stop_after} steps; run the same command again to continue")
 

@@ -86,12 +86,18 @@ def build_dataset(cfg: DatasetConfig, out: Path, progress: bool = True) -> Path:
     return path
 
 
-def load_dataset(path: Path) -> dict:
-    """A dataset written by build_dataset (a folder or the .pt file)."""
+def dataset_file(path: Path) -> Path:
+    """The dataset.pt that a --data path (a folder or the .pt file) names; one line if there is none."""
     path = Path(path)
     path = path / "dataset.pt" if path.is_dir() or path.suffix != ".pt" else path   # a folder, made or not yet
     if not path.is_file():
         raise SJCError(f"no toy-world dataset at {path}: build one with `sjc prior dataset --out {path.parent}`")
+    return path
+
+
+def load_dataset(path: Path) -> dict:
+    """A dataset written by build_dataset (a folder or the .pt file)."""
+    path = dataset_file(path)
     try:
         data = torch.load(path, weights_only=True)
     except Exception as e:
@@ -347,12 +353,13 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     stop_after: end this call after that many steps (checkpointed; run again to continue). Returns the
     model folder, or None when stopped early.
     """
+    data = load_dataset(data_path)   # a missing or unreadable dataset fails before any folder is made
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out, "sjc prior train"):   # two trainings in one folder would overwrite each other's state
-        return _train_prior(data_path, out, cfg, model_cfg, progress, stop_after)
+        return _train_prior(data, out, cfg, model_cfg, progress, stop_after)
 
 
-def _train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optional[ModelConfig],
+def _train_prior(data: dict, out: Path, cfg: TrainConfig, model_cfg: Optional[ModelConfig],
                  progress: bool, stop_after: Optional[int]) -> Optional[Path]:
     """train_prior's work, with its folder held."""
     from tqdm import tqdm
@@ -361,7 +368,6 @@ def _train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Option
         torch.set_num_threads(cfg.threads)
     if warning := precision_warning(cfg.precision):
         print(warning, file=sys.stderr)
-    data = load_dataset(data_path)
     model_cfg = replace(model_cfg or ModelConfig(), resolution=data["shaded"].shape[-1])   # the data's image size
     unet, text_encoder, tokenizer, scheduler = build_model(model_cfg, out / "tokenizer", cfg.seed)
     params = list(unet.parameters()) + list(text_encoder.parameters())

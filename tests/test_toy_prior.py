@@ -256,8 +256,8 @@ def test_prior_cli_errors(dataset, tmp_path, capsys):
     assert "--precision float32|bfloat16" in capsys.readouterr().err
     assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), "--norm-groups", "20"]) == 2
     assert "multiple of --norm-groups 20, got 48 96 192" in capsys.readouterr().err
-    assert main(["prior", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "t")]) == 2
-    assert "sjc prior dataset" in capsys.readouterr().err
+    assert main(["prior", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "t2")]) == 2
+    assert "sjc prior dataset" in capsys.readouterr().err and not (tmp_path / "t2").exists()
     assert main(["prior", "dataset", "--views", "0", "--out", str(tmp_path)]) == 2
     assert "--views" in capsys.readouterr().err
     assert main(["prior", "train", "--data", str(tmp_path), "--out", str(tmp_path / "t"), "--init", str(tmp_path)]) == 2
