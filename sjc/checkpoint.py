@@ -76,8 +76,8 @@ def load_checkpoint(path: Path, field, optimizer: Optional[torch.optim.Optimizer
         for name, gen in (generators or {}).items():
             if tensors[f"rng.{name}"].numel() != gen.get_state().numel():   # a CUDA generator's state is 16 bytes
                 raise SJCError(f"the checkpoint {path} holds the random streams of a run on another kind of device "
-                               f"(a GPU run on a CPU, or the reverse): resume it on the device it was trained on "
-                               f"(render and export work anywhere)")
+                               f"(a GPU run on a CPU, or the reverse): resume it on the kind it was trained on (a "
+                               f"CPU run on a GPU machine with CUDA_VISIBLE_DEVICES= set); render and export work anywhere")
             gen.set_state(tensors[f"rng.{name}"])
         return int(meta["step"])
     except (KeyError, RuntimeError, ValueError) as e:

@@ -10,6 +10,7 @@ from typing import Optional
 from .atomic import write_text
 from .config import RunConfig, add_config_flags, apply_overrides
 from .errors import SJCError, interrupt_behind
+from .priors import MODEL_FLAGS, Prior, refuse_unread_flags
 
 DEFAULT_PROMPT = "a blue sphere"
 # Run settings that `sjc eval` sets per cell (method, seed) or never uses (it writes no run folder): no flags there.
@@ -24,6 +25,7 @@ def cmd_generate(a) -> None:
         cfg.prompt = DEFAULT_PROMPT if a.prompt is None else a.prompt
     given = apply_overrides(cfg, a)
     cfg.forget_resolved(given)   # what the config's run filled in and these flags change is derived anew
+    refuse_unread_flags(cfg, given)
     out_dir, metrics = generate(cfg, progress=not a.quiet)
     _report(out_dir, metrics)
 
@@ -81,7 +83,7 @@ def cmd_eval(a) -> None:
     if a.seeds < 1 or a.jobs < 1:
         raise SJCError(f"--seeds and --jobs must be at least 1, got {a.seeds} and {a.jobs}")
     base = RunConfig(prompt="eval")
-    apply_overrides(base, a)
+    refuse_unread_flags(base, apply_overrides(base, a))
     summary = run_eval(base, a.prompts or DEFAULT_EVAL_PROMPTS, a.variants or DEFAULT_VARIANTS,
                        list(range(a.seeds)), Path(a.out), jobs=a.jobs, reuse=a.reuse or ())
     print(Path(f"{a.out}.md").read_text())   # a prefix, not a file name: "guidance-7.5" keeps its ".5"
@@ -105,6 +107,7 @@ def cmd_sample2d(a) -> None:
     for name in SAMPLE2D_MODEL_FLAGS:   # how the model runs (fp16, slicing, offload, …), as in generate
         if getattr(a, name) is not None:
             setattr(cfg.model, name, getattr(a, name))
+    refuse_unread_flags(cfg, {f"model.{name}" for name in SAMPLE2D_MODEL_FLAGS if getattr(a, name) is not None})
     device = resolve_device(a.device)
     prior = load_prior(cfg, device)
     gen = torch.Generator(device).manual_seed(a.seed)
@@ -113,7 +116,9 @@ def cmd_sample2d(a) -> None:
     print(save_image(Path(a.out), prior.decode(x), scale=a.scale))
 
 
-SAMPLE2D_MODEL_FLAGS = ("half", "attention_slicing", "offload", "compile", "channels_last")   # generate's, in sample2d
+SAMPLE2D_MODEL_FLAGS = tuple(f for f in MODEL_FLAGS if f != "model_config")   # generate's, in sample2d
+LOAD_DEVICE_HELP = ("where to load the run: auto, cpu, cuda or cuda:N (default: the run's own device, or the CPU "
+                    "where the GPU it was trained on is not here)")
 
 
 def cmd_bench(a) -> None:
@@ -367,9 +372,11 @@ def prior_defaults_text() -> str:
     from .priors.closed_form import ClosedFormPrior
     from .priors.stable_diffusion import StableDiffusionPrior
     from .priors.text_unet import PixelTextPrior
+    from .priors.unet2d import UNet2DVPPrior
 
-    rows = [f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in cls.defaults.items())
-            for name, cls in (("toy", PixelTextPrior), ("closed-form", ClosedFormPrior), ("sd", StableDiffusionPrior))]
+    rows = [f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in {**Prior.defaults, **cls.defaults}.items())
+            for name, cls in (("toy", PixelTextPrior), ("closed-form", ClosedFormPrior), ("sd", StableDiffusionPrior),
+                              ("unet2d", UNet2DVPPrior))]
     return "Each prior's defaults for the flags left unset -- " + "; ".join(rows) + "."
 
 
@@ -397,8 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("run_dir")
     v.add_argument("--subpixel", type=int, default=1, help="rays per pixel side, averaged (sharper final render)")
     v.add_argument("--out", help="video path (default: inside the run folder)")
-    v.add_argument("--device", default="auto", help="where to load the run: auto (cuda when available, else cpu), "
-                   "cpu, cuda or cuda:N; a run trained on a GPU renders and exports on a CPU")
+    v.add_argument("--device", help=LOAD_DEVICE_HELP)
     v.set_defaults(func=cmd_render)
 
     e = sub.add_parser("export", help="export a run's mesh")
@@ -407,8 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--level", type=float, help="density level of the surface (default: the evaluation level, "
                    "where one voxel's optical depth is 0.2: 0.2·(grid size − 1)/2, 4.7 at the toy default's 48³ grid)")
     e.add_argument("--out", help="mesh file (default: mesh.<format> in the run folder, replacing the one there)")
-    e.add_argument("--device", default="auto", help="where to load the run: auto (cuda when available, else cpu), "
-                   "cpu, cuda or cuda:N; a run trained on a GPU renders and exports on a CPU")
+    e.add_argument("--device", help=LOAD_DEVICE_HELP)
     e.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("eval", help="score prompts × method variants against the toy world's true objects")

@@ -176,6 +176,8 @@ class RunConfig:
         kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise SJCError(f"{where}: prompt must be text, got {self.prompt!r}")
+        if isinstance(self.resolved, list):   # its first form, names only: their values as they stand
+            self.resolved = {path: getattr(owner, f.name) for path, owner, f in leaves(self) if path in self.resolved}
         if not isinstance(self.resolved, dict):
             raise SJCError(f"{where}: resolved must map field names to values, got {self.resolved!r}")
         for _, owner, f in leaves(self):
@@ -277,6 +279,9 @@ FROM_THE_PRIOR = frozenset({"prior", "model.model", "model.model_config"})
 DERIVED_FROM = {
     "prior": frozenset({"model.model", "model.model_config"}),   # detected from --model
     "reg.emptiness_mult_step": FROM_THE_PRIOR | {"optim.steps", "reg.emptiness_mult_after"},
+    # one end of the σ range given alone takes the other from the whole table, not the prior's narrower draw
+    "guidance.sigma_min": FROM_THE_PRIOR | {"guidance.sigma_max"},
+    "guidance.sigma_max": FROM_THE_PRIOR | {"guidance.sigma_min"},
     "guidance.polish_guidance_scale": FROM_THE_PRIOR | {"guidance.guidance_scale"},
     "guidance.polish_num_noise": FROM_THE_PRIOR | {"guidance.num_noise"},
 }

@@ -199,8 +199,7 @@ def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = Non
     existed = (out_dir / CONFIG_NAME).is_file()   # a run's folder, maybe in use
     # A run's folder in use is refused before any model loads (a second model on a busy GPU could take the run down).
     with folder_lock(out_dir, RUN_WRITER) if existed else nullcontext():
-        if existed:
-            replaces_a_run(out_dir, cfg.output.overwrite)
+        replaces_a_run(out_dir, cfg.output.overwrite)   # refused before any model loads, too
         run = build_run(cfg, prior)   # before creating a folder: bad prompts and priors fail early
         prepare_out_dir(out_dir)
         with nullcontext() if existed else folder_lock(out_dir, RUN_WRITER), run_on_disk(out_dir):
@@ -231,7 +230,8 @@ def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None,
     """Rebuild a run from its folder's config.json and (if restore) its checkpoint; `prior` as in generate.
 
     device: where to load it instead of the config's --device; field_only: restore the field alone, not the
-    optimiser and random streams a resume needs (so a run trained on a GPU renders and exports on a CPU).
+    optimiser and random streams a resume needs, on the CPU if the run's GPU is not here (so a run trained on a
+    GPU renders and exports on a CPU).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -246,9 +246,12 @@ def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None,
         cfg.validate()
     except SJCError as e:
         raise SJCError(f"the run config in {run_dir} is invalid: {e}") from None
+    gpu_run_here = cfg.output.device.startswith("cuda") and not torch.cuda.is_available()
     if device is not None:
         cfg.output.device = device
-    elif restore and not field_only and cfg.output.device.startswith("cuda") and not torch.cuda.is_available():
+    elif field_only and gpu_run_here:   # rendering or exporting a GPU run on a CPU machine
+        cfg.output.device = "cpu"
+    elif restore and gpu_run_here:
         raise SJCError(f"{run_dir} was trained with --device {cfg.output.device}, where its optimiser and random "
                        f"streams belong: resume it where a CUDA GPU is visible (render and export work anywhere)")
     run = build_run(cfg, prior)

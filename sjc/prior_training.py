@@ -353,10 +353,10 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     stop_after: end this call after that many steps (checkpointed; run again to continue). Returns the
     model folder, or None when stopped early.
     """
-    data = load_dataset(data_path)   # a missing or unreadable dataset fails before any folder is made
+    dataset_file(data_path)   # a missing dataset fails before any folder is made
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out, "sjc prior train"):   # two trainings in one folder would overwrite each other's state
-        return _train_prior(data, out, cfg, model_cfg, progress, stop_after)
+        return _train_prior(load_dataset(data_path), out, cfg, model_cfg, progress, stop_after)
 
 
 def _train_prior(data: dict, out: Path, cfg: TrainConfig, model_cfg: Optional[ModelConfig],

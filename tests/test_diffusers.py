@@ -415,19 +415,32 @@ def test_model_config_mistakes_are_named(tiny, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("prior,flag,read", [
-    ("toy", "compile", False), ("toy", "offload", False), ("toy", "attention_slicing", False),
-    ("toy", "channels_last", True), ("toy", "half", True), ("closed-form", "half", False),
-    ("unet2d", "channels_last", False), ("unet2d", "half", True)])
-def test_model_flags_a_prior_ignores_are_refused(tiny, prior, flag, read):
-    cfg = RunConfig(prompt="a red cube", prior=prior)
-    cfg.model.model = str(tiny["ddpm"]) if prior == "unet2d" else None
-    setattr(cfg.model, flag, True)
+    ("toy", "compile", False), ("toy", "offload", False), ("toy", "attention-slicing", False),
+    ("toy", "channels-last", True), ("toy", "half", True), ("closed-form", "half", False),
+    ("unet2d", "channels-last", False), ("unet2d", "half", True)])
+def test_model_flags_a_prior_ignores_are_refused_on_the_command_line(tiny, tmp_path, capsys, prior, flag, read,
+                                                                      monkeypatch):
+    """A model flag given on the command line that the run's prior would silently ignore is one line; the same
+    value in a config.json (an older run's, or another prior's run) is left alone."""
+    import sjc.pipeline
+    from sjc.cli import main
+
+    def reached(*a, **k):   # the flag passed the check; no need to train
+        raise SJCError("reached build_run")
+
+    monkeypatch.setattr(sjc.pipeline, "build_run", reached)
+    model = ["--model", str(tiny["ddpm"])] if prior == "unet2d" else []
+    rc = main(["generate", "a red cube", "--prior", prior, *model, f"--{flag}", "--out-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
     if read:
-        assert load_prior(cfg) is not None
-    else:
-        with pytest.raises(SJCError, match=f"--{flag.replace('_', '-')} is for the Stable Diffusion prior; the "
-                                           f"{prior} prior does not read it"):
-            load_prior(cfg)
+        assert "reached build_run" in err
+    else:   # refused before the model loads
+        assert err.startswith(f"sjc: error: --{flag}: the {prior} prior does not read it (the ")
+    cfg = RunConfig(prompt="a red cube", prior=prior)   # from a config.json: loads
+    cfg.model.model = str(tiny["ddpm"]) if prior == "unet2d" else None
+    setattr(cfg.model, flag.replace("-", "_"), True)
+    assert load_prior(cfg) is not None
 
 
 def test_a_bare_unet2d_folder_loads_with_a_warning_about_its_assumed_schedule(tiny, capsys):

@@ -52,27 +52,38 @@ def detected_prior(model: str) -> str:
 
 
 MODEL_FLAGS = ("model_config", "half", "attention_slicing", "offload", "compile", "channels_last")
+# The model flags each built-in prior reads (a prior not listed here is assumed to read them all).
+MODEL_FLAGS_READ = {"toy": ("half", "channels_last"), "closed-form": (), "unet2d": ("half",), "sd": MODEL_FLAGS}
 
 
-def _refuse_unread(cfg, name: str, reads: tuple[str, ...] = ()) -> None:
-    """One line for a model flag set (true or a value) that this prior would silently ignore."""
+def refuse_unread_flags(cfg, given) -> None:
+    """One line for a model flag given on the command line (a field path in `given`) that the run's prior would
+    silently ignore; values that come from a config.json are left alone."""
+    name = prior_name(cfg)
+    readers = [p for p, reads in MODEL_FLAGS_READ.items() if p != name]
     for flag in MODEL_FLAGS:
-        if flag not in reads and getattr(cfg.model, flag):
-            what = ("is for a single Stable Diffusion checkpoint file" if flag == "model_config" else
-                    "is for the Stable Diffusion prior")
-            raise SJCError(f"--{flag.replace('_', '-')} {what}; the {name} prior does not read it: leave it out")
+        if f"model.{flag}" in given and getattr(cfg.model, flag) and flag not in MODEL_FLAGS_READ.get(name, MODEL_FLAGS):
+            who = ", ".join(p for p in readers if flag in MODEL_FLAGS_READ[p])
+            raise SJCError(f"--{flag.replace('_', '-')}: the {name} prior does not read it (the {who} prior does): "
+                           f"leave it out")
+
+
+def _no_model_config(cfg, name: str) -> None:
+    if cfg.model.model_config:   # only a single SD checkpoint file lacks its own configs
+        raise SJCError(f"--model-config is for a single Stable Diffusion checkpoint file; the {name} prior does not "
+                       f"read it: leave it out")
 
 
 def _closed_form(cfg, device) -> Prior:
     from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES
-    _refuse_unread(cfg, "closed-form")
+    _no_model_config(cfg, "closed-form")
     views = VIEW_SCHEMES[cfg.guidance.view_scheme] if cfg.guidance.view_scheme else REFERENCE_VIEWS
     return ClosedFormPrior(resolution=cfg.render.resolution or 32, device=device, views=views)
 
 
 def _toy(cfg, device) -> Prior:   # the shipped learned prior unless --model names another pixel-space text U-Net
     from .text_unet import PixelTextPrior
-    _refuse_unread(cfg, "toy", reads=("half", "channels_last"))
+    _no_model_config(cfg, "toy")
     return PixelTextPrior(cfg.model.model, device, half=cfg.model.half, channels_last=cfg.model.channels_last)
 
 
@@ -92,7 +103,7 @@ def _sd(cfg, device) -> Prior:
 def _unet2d(cfg, device) -> Prior:
     from .unet2d import UNet2DPrior
     _needs_weights(cfg, "unet2d")
-    _refuse_unread(cfg, "unet2d", reads=("half",))
+    _no_model_config(cfg, "unet2d")
     return UNet2DPrior(cfg.model.model, device, cfg.model.half)
 
 
@@ -105,4 +116,5 @@ def load_prior(cfg, device="cpu") -> Prior:
     return PRIORS[prior_name(cfg)](cfg, device)
 
 
-__all__ = ["Prior", "PRIORS", "DEFAULT_PRIOR", "load_prior", "prior_name", "train_sigmas", "ClosedFormPrior"]
+__all__ = ["Prior", "PRIORS", "DEFAULT_PRIOR", "MODEL_FLAGS", "load_prior", "prior_name", "refuse_unread_flags",
+           "train_sigmas", "ClosedFormPrior"]
