@@ -196,10 +196,10 @@ def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = Non
     """
     cfg.validate()
     out_dir = out_dir_for(cfg)
-    existed = (out_dir / CONFIG_NAME).is_file()   # a run's folder, maybe in use
-    # A run's folder in use is refused before any model loads (a second model on a busy GPU could take the run down).
+    existed = (out_dir / CONFIG_NAME).is_file()   # a run's folder, maybe in use by another generate or resume
+    # Held and checked before any model loads: a second model on a busy GPU could take a live run down.
     with folder_lock(out_dir, RUN_WRITER) if existed else nullcontext():
-        replaces_a_run(out_dir, cfg.output.overwrite)   # refused before any model loads, too
+        replaces_a_run(out_dir, cfg.output.overwrite)
         run = build_run(cfg, prior)   # before creating a folder: bad prompts and priors fail early
         prepare_out_dir(out_dir)
         with nullcontext() if existed else folder_lock(out_dir, RUN_WRITER), run_on_disk(out_dir):
