@@ -10,7 +10,7 @@ from typing import Optional
 from .atomic import write_text
 from .config import RunConfig, add_config_flags, apply_overrides
 from .errors import SJCError, interrupt_behind
-from .priors import MODEL_FLAGS, Prior, refuse_unread_flags
+from .priors import MODEL_FLAGS, refuse_unread_flags
 
 DEFAULT_PROMPT = "a blue sphere"
 # Run settings that `sjc eval` sets per cell (method, seed) or never uses (it writes no run folder): no flags there.
@@ -63,8 +63,9 @@ def cmd_export(a) -> None:
     from .pipeline import load_run, run_mesh
 
     out = Path(a.out) if a.out else None
-    fmt = a.format or (out.suffix.lstrip(".").lower() if out else "glb")
-    if out is not None and out.suffix.lstrip(".").lower() != fmt or fmt not in MESH_FORMATS:
+    suffix = out.suffix.lstrip(".").lower() if out else None
+    fmt = a.format or suffix or "glb"
+    if out is not None and suffix != fmt or fmt not in MESH_FORMATS:
         raise SJCError(f"--out must name a .glb, .ply or .obj file (matching --format if given), got {a.out}")
     if out is not None:   # before the run loads
         check_writable(out, "--out")
@@ -104,10 +105,10 @@ def cmd_sample2d(a) -> None:
     check_writable(Path(a.out))
     cfg = RunConfig(prompt=a.prompt, prior=a.prior)
     cfg.model.model, cfg.model.model_config, cfg.render.resolution = a.model, a.model_config, a.resolution
-    for name in SAMPLE2D_MODEL_FLAGS:   # how the model runs (fp16, slicing, offload, …), as in generate
-        if getattr(a, name) is not None:
-            setattr(cfg.model, name, getattr(a, name))
-    refuse_unread_flags(cfg, {f"model.{name}" for name in SAMPLE2D_MODEL_FLAGS if getattr(a, name) is not None})
+    given = [name for name in SAMPLE2D_MODEL_FLAGS if getattr(a, name) is not None]   # how the model runs, as in generate
+    for name in given:
+        setattr(cfg.model, name, getattr(a, name))
+    refuse_unread_flags(cfg, {f"model.{name}" for name in given})
     device = resolve_device(a.device)
     prior = load_prior(cfg, device)
     gen = torch.Generator(device).manual_seed(a.seed)
@@ -149,8 +150,9 @@ def cmd_bench(a) -> None:
         torch.set_num_threads(a.threads)
     if a.suite == "sd":
         from .bench import bench_sd
-        res = bench_sd(str(resolve_device(a.device or ("cuda" if _cuda() else "cpu"))), steps=a.steps or 20,
-                       repeats=a.repeats, full_size=not a.tiny, latent=a.latent or 64, grid=a.grid or 100)   # both ≥ 1 here
+        sizes = {k: v for k, v in (("latent", a.latent), ("grid", a.grid)) if v is not None}   # else bench_sd's own
+        res = bench_sd(str(resolve_device(a.device or "auto")), steps=a.steps or 20, repeats=a.repeats,
+                       full_size=not a.tiny, **sizes)
     elif a.suite == "unet":
         from .bench import bench_unet_layout
         res = {"unet": bench_unet_layout(calls=a.steps or 40, steps=a.steps or 40, repeats=a.repeats)}
@@ -374,7 +376,7 @@ def prior_defaults_text() -> str:
     from .priors.text_unet import PixelTextPrior
     from .priors.unet2d import UNet2DVPPrior
 
-    rows = [f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in {**Prior.defaults, **cls.defaults}.items())
+    rows = [f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in cls.merged_defaults().items())
             for name, cls in (("toy", PixelTextPrior), ("closed-form", ClosedFormPrior), ("sd", StableDiffusionPrior),
                               ("unet2d", UNet2DVPPrior))]
     return "Each prior's defaults for the flags left unset -- " + "; ".join(rows) + "."
@@ -522,11 +524,6 @@ def build_parser() -> argparse.ArgumentParser:
 def torch_oom():
     import torch
     return torch.OutOfMemoryError
-
-
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 def check_finite(args: argparse.Namespace) -> None:

@@ -303,21 +303,16 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def iter_fields(cfg: RunConfig):
-    """Yield (section or None, field) for every leaf config field."""
+def leaves(cfg: RunConfig):
+    """Yield (path, the object that holds it, field) for every leaf config field (every one with a flag); path is
+    'guidance.sigma_min', or 'prior' at the top level."""
     for f in fields(cfg):
         if f.name in RunConfig.SECTIONS:
-            for g in fields(getattr(cfg, f.name)):
-                yield f.name, g
+            section = getattr(cfg, f.name)
+            for g in fields(section):
+                yield f"{f.name}.{g.name}", section, g
         elif f.name not in ("prompt", "resolved"):
-            yield None, f
-
-
-def leaves(cfg: RunConfig):
-    """Yield (path, the object that holds it, field) for every leaf config field; path is 'guidance.sigma_min',
-    or 'prior' at the top level."""
-    for section, f in iter_fields(cfg):
-        yield (f"{section}.{f.name}", getattr(cfg, section), f) if section else (f.name, cfg, f)
+            yield f.name, cfg, f
 
 
 def field_comments(cls: Optional[type] = None) -> dict[str, str]:

@@ -6,7 +6,7 @@ import os
 import re
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -196,19 +196,25 @@ def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = Non
     """
     cfg.validate()
     out_dir = out_dir_for(cfg)
-    existed = (out_dir / CONFIG_NAME).is_file()   # a run's folder, maybe in use by another generate or resume
-    # Held and checked before any model loads: a second model on a busy GPU could take a live run down.
-    with folder_lock(out_dir, RUN_WRITER) if existed else nullcontext():
-        replaces_a_run(out_dir, cfg.output.overwrite)
+    with ExitStack() as held:
+        # A run's folder (maybe in use by another generate or resume) is held and checked before any model loads:
+        # a second model on a busy GPU could take a live run down.
+        existed = (out_dir / CONFIG_NAME).is_file()
+        if existed:
+            held.enter_context(folder_lock(out_dir, RUN_WRITER))
+        is_run = replaces_a_run(out_dir, cfg.output.overwrite)
         run = build_run(cfg, prior)   # before creating a folder: bad prompts and priors fail early
         prepare_out_dir(out_dir)
-        with nullcontext() if existed else folder_lock(out_dir, RUN_WRITER), run_on_disk(out_dir):
-            if replaces_a_run(out_dir, cfg.output.overwrite):   # asked again, now that the folder is held
-                remove_outputs(out_dir)
-            cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
-            cfg.save(out_dir / CONFIG_NAME)
-            train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
-            return out_dir, finalize(run, out_dir)
+        if not existed:   # held now, and asked again: another process may have begun a run here meanwhile
+            held.enter_context(folder_lock(out_dir, RUN_WRITER))
+            is_run = replaces_a_run(out_dir, cfg.output.overwrite)
+        held.enter_context(run_on_disk(out_dir))
+        if is_run:   # --overwrite of an sjc run
+            remove_outputs(out_dir)
+        cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
+        cfg.save(out_dir / CONFIG_NAME)
+        train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
+        return out_dir, finalize(run, out_dir)
 
 
 def replaces_a_run(out_dir: Path, overwrite: bool) -> bool:
@@ -265,33 +271,30 @@ def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None,
     """Continue an interrupted (or finished, with more --steps) run exactly where its checkpoint left off;
     `output` changes what it writes and how often (OutputConfig fields), never what it computes."""
     run_dir = Path(run_dir)
-    with folder_lock(run_dir, RUN_WRITER) if (run_dir / CONFIG_NAME).is_file() else nullcontext():   # before its model loads
+    with ExitStack() as held:
+        if (run_dir / CONFIG_NAME).is_file():   # held before its model loads
+            held.enter_context(folder_lock(run_dir, RUN_WRITER))
         run = load_run(run_dir, prior=prior)   # (which says what is wrong with a folder that is not a run)
         prepare_out_dir(run_dir, None)
-        return _continue(run, run_dir, progress, steps, output)
-
-
-def _continue(run: Run, run_dir: Path, progress: bool, steps: Optional[int], output: Optional[dict]):
-    """resume's work once its folder is held and its run loaded."""
-    with run_on_disk(run_dir):
-        more_steps = steps is not None and steps != run.cfg.optim.steps
-        if more_steps:
-            if run.step > run.cfg.optim.steps:   # its config could no longer say what it did: polish, then more SJC steps
-                raise SJCError(f"this run has begun its appearance polish (step {run.step}, after {run.cfg.optim.steps} "
-                               f"SJC steps), so it cannot take more --steps; start a new run with --steps {steps}")
-            if steps < run.step:
-                raise SJCError(f"--steps must be at least {run.step}, the step this run has already reached")
-            run.cfg.optim.steps = steps
-        for k, v in (output or {}).items():
-            setattr(run.cfg.output, k, v)
-        if more_steps or output:
-            run.cfg.validate()
-            run.cfg.save(run_dir / CONFIG_NAME)
-        before = _read_json(run_dir / "metrics.json")
-        train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir))
-        if run.timings.get("steps_run") == 0 and before:   # a finished run, finalised again: keep its timings
-            run.timings.update({k: before[k] for k in ("train_seconds", "steps_run", "seconds_per_step") if k in before})
-        return run_dir, finalize(run, run_dir)
+        held.enter_context(run_on_disk(run_dir))
+    more_steps = steps is not None and steps != run.cfg.optim.steps
+    if more_steps:
+        if run.step > run.cfg.optim.steps:   # its config could no longer say what it did: polish, then more SJC steps
+            raise SJCError(f"this run has begun its appearance polish (step {run.step}, after {run.cfg.optim.steps} "
+                           f"SJC steps), so it cannot take more --steps; start a new run with --steps {steps}")
+        if steps < run.step:
+            raise SJCError(f"--steps must be at least {run.step}, the step this run has already reached")
+        run.cfg.optim.steps = steps
+    for k, v in (output or {}).items():
+        setattr(run.cfg.output, k, v)
+    if more_steps or output:
+        run.cfg.validate()
+        run.cfg.save(run_dir / CONFIG_NAME)
+    before = _read_json(run_dir / "metrics.json")
+    train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir))
+    if run.timings.get("steps_run") == 0 and before:   # a finished run, finalised again: keep its timings
+        run.timings.update({k: before[k] for k in ("train_seconds", "steps_run", "seconds_per_step") if k in before})
+    return run_dir, finalize(run, run_dir)
 
 
 def _read_json(path: Path) -> dict:

@@ -12,7 +12,8 @@ import torch
 from .allocator import keep_freed_memory
 from .cameras import sample_train_cameras
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig, resolve_defaults
+from .config import RunConfig, flag_name, resolve_defaults
+from .errors import SJCError
 from .field import VoxelField
 from .guidance import OracleGuide, ScoreGuide, prompt_variants, view_prompt
 from .optim import FusedAdamax
@@ -50,7 +51,6 @@ def resolve_device(name: str) -> torch.device:
     """'auto' → cuda when available, else cpu."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from .errors import SJCError
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -75,7 +75,6 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
     if device.type == "cpu":
         keep_freed_memory()
     if prior is not None and cfg.prior and cfg.prior != prior.name:   # config.json must name the prior that ran
-        from .errors import SJCError
         raise SJCError(f"the config names prior {cfg.prior!r} but the prior given is {prior.name!r}: leave the "
                        f"config's prior unset, or give the prior it names")
     prior = prior or load_prior(cfg, device)
@@ -104,16 +103,14 @@ def resolve_for_prior(cfg: RunConfig, prior: Prior) -> None:
     (the emptiness schedule), list it in cfg.resolved and validate: config.json alone reruns the run."""
     unset = cfg.unset_fields()
     resolve_defaults(cfg, prior.config_defaults())
-    missing = [path for path in NEEDED_FROM_THE_PRIOR if path in cfg.unset_fields()]
+    still = cfg.unset_fields()
+    missing = [path for path in NEEDED_FROM_THE_PRIOR if path in still]
     if missing:   # a prior whose config_defaults() leaves one out: say so now, not as a TypeError mid-run
-        from .config import flag_name
-        from .errors import SJCError
         raise SJCError(f"the {prior.name} prior gives no default for {', '.join(flag_name(p.split('.')[-1]) for p in missing)}: "
                        f"give them on the command line, or in the prior's defaults")
     cfg.guidance.polish_follows_sjc()   # a prior without its own polish scale or K: the SJC steps'
     g = cfg.guidance
     if g.view_scheme is not None and g.view_scheme != prior.views.name:
-        from .errors import SJCError
         raise SJCError(f"--view-scheme {g.view_scheme}: this {prior.name} prior understands only "
                        f"'{prior.views.name}' view prompts (the closed-form prior takes any scheme)")
     cfg.prior = cfg.prior or prior.name
@@ -134,7 +131,6 @@ def build_guides(cfg: RunConfig, prior: Prior) -> tuple[Callable, Callable]:
     if g.method == "oracle":
         obj = prior.truth(cfg.prompt)
         if obj is None:
-            from .errors import SJCError
             raise SJCError("--method oracle needs a toy-world prompt (it trains on the true views of the object)")
         from .toyworld import render_truth
         guide = OracleGuide(lambda cams: render_truth(obj, cams, cfg.render.resolution, cfg.render.resolution))
@@ -158,7 +154,9 @@ def sjc_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     cams_host = sample_train_cameras(1, cfg.camera, run.generators["camera"])
     cams = cams_host.to(run.device)
     prompt = view_prompt(cfg.prompt, cams_host, cfg.guidance.view_prompts, run.prior.views)
-    if step % cfg.render.occupancy_every == 0 and uses_occupancy(cfg.render.renderer, run.device):
+    # (In the polish the density is frozen: one refresh after its last change, then the grid cannot change.)
+    if step % cfg.render.occupancy_every == 0 and step < cfg.optim.steps + cfg.render.occupancy_every \
+            and uses_occupancy(cfg.render.renderer, run.device):
         run.field.refresh_occupancy(cfg.render.occupancy_threshold)
     run.optimizer.zero_grad(set_to_none=True)
     # The polish chains the score into the appearance alone (the regularisers shape the geometry only); its
@@ -195,8 +193,8 @@ def save(run: Run, out_dir: Path) -> None:
 def resume_from(run: Run, out_dir: Path, field_only: bool = False) -> None:
     """Restore the run's state from its folder's checkpoint: the next step is the one the checkpoint stopped before
     (field_only: the field alone, enough to render or export it)."""
-    run.step = load_checkpoint(checkpoint_path(out_dir), run.field, *((None, None) if field_only else
-                                                                       (run.optimizer, run.generators)))
+    run.step = load_checkpoint(checkpoint_path(out_dir), run.field, optimizer=None if field_only else run.optimizer,
+                               generators=None if field_only else run.generators)
 
 
 def train(run: Run, out_dir: Optional[Path] = None, progress: bool = True,

@@ -299,18 +299,19 @@ std::vector<torch::Tensor> backward(torch::Tensor g_rgb, torch::Tensor g_op, tor
             eb[k] = q.e;
             trb[k] = q.trans;
           }
-          if (geometry) sigmoids(y, sg);   // the softplus derivative: the density's gradient only
-          const float go = pgo[r], gd = pgd[r], ge = pge[r] * p.emp_scale;
 #pragma omp simd
-          for (int k = 0; k < kBlock; ++k) {
-            wb[k] = (1.f - eb[k]) * trb[k];
-            gb[k] = go + gd * tb[k] + ge / (1.f + p.emp_scale * wb[k]);
+          for (int k = 0; k < kBlock; ++k) wb[k] = (1.f - eb[k]) * trb[k];
+          if (geometry) {   // the softplus derivative and the colour-free part of ∂L/∂w: the density's gradient only
+            sigmoids(y, sg);
+            const float go = pgo[r], gd = pgd[r], ge = pge[r] * p.emp_scale;
+#pragma omp simd
+            for (int k = 0; k < kBlock; ++k) gb[k] = go + gd * tb[k] + ge / (1.f + p.emp_scale * wb[k]);
           }
           Block blk;
           blk.locate(ro, rd, tb, n);
           for (int k = nb - 1; k >= 0; --k) {   // in reverse order along the ray
             const float w = wb[k];
-            float g = gb[k];   // ∂L/∂w
+            float g = geometry ? gb[k] : 0.f;   // ∂L/∂w
             if (w > p.thr) {
               const float* col = pcol + (r * S + j0 + k) * nch;
               float ga[kMaxC];

@@ -60,7 +60,7 @@ def refuse_unread_flags(cfg, given) -> None:
     """One line for a model flag given on the command line (a field path in `given`) that the run's prior would
     silently ignore; values that come from a config.json are left alone."""
     name = prior_name(cfg)
-    readers = [p for p, reads in MODEL_FLAGS_READ.items() if p != name]
+    readers = [p for p in MODEL_FLAGS_READ if p != name]
     for flag in MODEL_FLAGS:
         if f"model.{flag}" in given and getattr(cfg.model, flag) and flag not in MODEL_FLAGS_READ.get(name, MODEL_FLAGS):
             who = ", ".join(p for p in readers if flag in MODEL_FLAGS_READ[p])
@@ -69,21 +69,20 @@ def refuse_unread_flags(cfg, given) -> None:
 
 
 def _no_model_config(cfg, name: str) -> None:
-    if cfg.model.model_config:   # only a single SD checkpoint file lacks its own configs
+    """One line for --model-config (from the command line or a config.json) where the prior has no use for it."""
+    if cfg.model.model_config and "model_config" not in MODEL_FLAGS_READ.get(name, MODEL_FLAGS):   # a config.json's too
         raise SJCError(f"--model-config is for a single Stable Diffusion checkpoint file; the {name} prior does not "
                        f"read it: leave it out")
 
 
 def _closed_form(cfg, device) -> Prior:
     from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES
-    _no_model_config(cfg, "closed-form")
     views = VIEW_SCHEMES[cfg.guidance.view_scheme] if cfg.guidance.view_scheme else REFERENCE_VIEWS
     return ClosedFormPrior(resolution=cfg.render.resolution or 32, device=device, views=views)
 
 
 def _toy(cfg, device) -> Prior:   # the shipped learned prior unless --model names another pixel-space text U-Net
     from .text_unet import PixelTextPrior
-    _no_model_config(cfg, "toy")
     return PixelTextPrior(cfg.model.model, device, half=cfg.model.half, channels_last=cfg.model.channels_last)
 
 
@@ -103,7 +102,6 @@ def _sd(cfg, device) -> Prior:
 def _unet2d(cfg, device) -> Prior:
     from .unet2d import UNet2DPrior
     _needs_weights(cfg, "unet2d")
-    _no_model_config(cfg, "unet2d")
     return UNet2DPrior(cfg.model.model, device, cfg.model.half)
 
 
@@ -113,7 +111,9 @@ PRIORS: dict[str, Callable] = {"toy": _toy, "closed-form": _closed_form, "sd": _
 
 def load_prior(cfg, device="cpu") -> Prior:
     """Build the run's prior from its config."""
-    return PRIORS[prior_name(cfg)](cfg, device)
+    name = prior_name(cfg)
+    _no_model_config(cfg, name)
+    return PRIORS[name](cfg, device)
 
 
 __all__ = ["Prior", "PRIORS", "DEFAULT_PRIOR", "MODEL_FLAGS", "load_prior", "prior_name", "refuse_unread_flags",

@@ -41,10 +41,14 @@ class Prior(ABC):
         """The guidance scale of D when none is given: 2D sampling, the 2D check and the 2D PAAS experiment."""
         return self.sjc_guidance if self.sampling_guidance is None else self.sampling_guidance
 
+    @classmethod
+    def merged_defaults(cls) -> dict:
+        """This prior's defaults over the reference ones (Prior.defaults)."""
+        return {**Prior.defaults, **cls.defaults}
+
     def config_defaults(self) -> dict:
-        """This prior's defaults over the reference ones (Prior.defaults), plus its native resolution (and no
-        appearance polish unless it sets one)."""
-        return {"resolution": self.height, "polish_steps": 0, **Prior.defaults, **self.defaults}
+        """merged_defaults() plus its native resolution (and no appearance polish unless it sets one)."""
+        return {"resolution": self.height, "polish_steps": 0, **self.merged_defaults()}
 
     @property
     def shape(self) -> tuple[int, int, int]:
