@@ -13,7 +13,9 @@ import torch
 from .config import RunConfig
 from .priors.base import Prior
 from .cameras import sample_train_cameras
-from .train import build_optimizer, build_run, sjc_step
+from .build import build_optimizer, build_run
+from .render import resolve_renderer
+from .train import sjc_step
 
 
 def _sync(device: torch.device) -> None:
@@ -137,8 +139,6 @@ class FixedTargetPrior(Prior):
     """
 
     name = "fixed-target"
-    defaults: dict = {}
-    text_conditioned = False
     appearance_init = "randn"
 
     def __init__(self, channels: int, size: int, sigmas: torch.Tensor, pixel_space: bool = False):
@@ -217,6 +217,7 @@ def time_renderer_steps(run, renderer: str, rounds: int, every: int) -> dict:
     gen = torch.Generator().manual_seed(123)
     r = dataclasses.replace(run, cfg=cfg, field=field, guide=FixedScaleGradient(gen), timings={},
                             optimizer=build_optimizer(field, cfg),
+                            renderer=resolve_renderer(renderer, run.device, cfg.reg.emptiness_scale),
                             generators={"camera": gen, "noise": gen})
     sjc_step(r, 0)   # warm-up
     times = []

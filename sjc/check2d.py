@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from . import toyworld
 from .guidance import GRADIENTS, sample_sigma
-from .priors.base import Prior, train_sigmas
+from .priors.base import Prior
 from .sample2d import heun_sample
 
 
@@ -105,7 +105,7 @@ def optimise_image(prior: Prior, prompt: str, method: str, steps: int = 500, lr:
     """The paper's 2D experiment: ascend one image from a flat start with a score step (a GRADIENTS name: paas,
     paas-plain, naive or sds)."""
     g = torch.Generator().manual_seed(seed)
-    sigmas = train_sigmas(prior)
+    sigmas = prior.train_sigmas()
     x = torch.full((1, *prior.shape), start, requires_grad=True)
     opt = torch.optim.Adamax([x], lr=lr)
     cond = prior.cond(prompt)
@@ -113,7 +113,7 @@ def optimise_image(prior: Prior, prompt: str, method: str, steps: int = 500, lr:
     for _ in tqdm(range(steps), desc=f"{method}: {prompt}", unit="step", disable=not progress, leave=False):
         sigma = sample_sigma(sigmas, g)
         with torch.no_grad():
-            grad = fn(prior, x.detach(), sigma, cond, guidance if guidance is not None else prior.default_guidance, g)
+            grad = fn(prior, x.detach(), sigma, cond, guidance if guidance is not None else prior.sampling_guidance_scale, g)
         opt.zero_grad()
         x.grad = -grad
         opt.step()

@@ -14,6 +14,12 @@ from .atomic import atomic_path
 from .errors import SJCError
 
 FORMAT = "sjc-checkpoint-1"
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+def checkpoint_path(run_dir: Path) -> Path:
+    """Where a run folder keeps its checkpoint."""
+    return Path(run_dir) / CHECKPOINT_NAME
 
 
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -23,8 +29,9 @@ def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: 
 
 
 def save_checkpoint(path: Path, field, optimizer: torch.optim.Optimizer, step: int,
-                    generators: dict[str, torch.Generator]) -> None:
-    """Everything needed to continue from `step` (bit-for-bit on CPU; CUDA's grid_sample backward is not deterministic)."""
+                    generators: dict[str, torch.Generator], **info: str) -> None:
+    """Everything needed to continue from `step` (bit-for-bit on CPU; CUDA's grid_sample backward is not
+    deterministic); `info` goes into the metadata as text (e.g. renderer="fused")."""
     tensors = {f"field.{k}": v for k, v in field.state_dict().items()}
     opt = optimizer.state_dict()
     for idx, state in opt["state"].items():
@@ -32,14 +39,19 @@ def save_checkpoint(path: Path, field, optimizer: torch.optim.Optimizer, step: i
             tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
     for name, gen in generators.items():
         tensors[f"rng.{name}"] = gen.get_state()
-    meta = {"format": FORMAT, "step": str(step), "param_groups": json.dumps(opt["param_groups"])}
+    meta = {**info, "format": FORMAT, "step": str(step), "param_groups": json.dumps(opt["param_groups"])}
     atomic_save_tensors(tensors, path, meta)
 
 
-def checkpoint_step(path: Path) -> int:
-    """The step a checkpoint was written at (its metadata only; no tensors are read)."""
+def checkpoint_metadata(path: Path) -> dict[str, str]:
+    """A checkpoint's metadata (no tensors are read)."""
     with safe_open(str(path), framework="pt") as f:
-        return int(f.metadata()["step"])
+        return f.metadata() or {}
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint was written at."""
+    return int(checkpoint_metadata(path)["step"])
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

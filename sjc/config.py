@@ -1,63 +1,100 @@
-"""Typed run configuration: one dataclass per concept, every field a CLI flag, saved beside outputs."""
+"""The run configuration: one settings dataclass per concept, every field a flag, written as config.json.
+
+A field declared `prior=True` is left to the run's prior where unset (None): `build.resolve_for_prior` fills it
+from the prior's defaults, or derives it (`derived_from` names what from), and records what it filled in
+`RunConfig.resolved`, so a config.json holds the complete resolved config and still knows which values were
+the user's. A new run from that config derives again only what depends on a setting given anew
+(`forget_resolved`): another --prior brings its own defaults, another --steps its own emptiness schedule.
+"""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import math
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
 from .cameras import VIEW_SCHEMES
 from .errors import SJCError
+from .settings import check, field_type, leaves, setting
+
+GUIDANCE_METHODS = ("paas", "paas-plain", "naive", "sds", "oracle")
+RENDERER_NAMES = ("fast", "fused", "packed", "dense")
+# What a prior's defaults depend on: the prior itself, named or detected from its weights.
+THE_PRIOR = ("prior", "model.model", "model.model_config")
 
 
-@dataclass
+def from_prior(help: str, *, derived_from=(), derived: bool = False, **bounds):
+    """A setting left to the run's prior where unset (None): taken from its defaults, or (derived) worked out
+    from other settings or from the prior itself."""
+    return setting(None, help, prior=True, derived=derived or bool(derived_from),
+                   derived_from=THE_PRIOR + tuple(derived_from), **bounds)
+
+
+@dataclasses.dataclass
 class FieldConfig:
     """The voxel radiance field."""
-    grid_size: Optional[int] = None  # voxels per side of the box [-1, 1]^3 (None: the prior's default)
-    density_shift: float = -1.0    # density = softplus(raw * exp(d_scale) + shift)
+    grid_size: Optional[int] = from_prior("voxels per side of the box [-1, 1]^3", min=2)
+    density_shift: float = setting(-1.0, "density = softplus(raw * exp(d_scale) + shift)")
 
 
-@dataclass
+@dataclasses.dataclass
 class RenderConfig:
     """The differentiable volume renderer."""
-    resolution: Optional[int] = None  # rays per side of a rendered view (None: the prior's data size)
-    step_ratio: float = 0.5        # sample spacing in voxels (reference: half a voxel)
-    weight_threshold: float = 1e-4  # appearance is only looked up where w exceeds this
-    far_depth: float = 10.0        # depth assigned to the background
-    renderer: str = "fast"         # fast (fused C++ on CPU, else packed) | fused | packed | dense (the reference)
-    occupancy_threshold: float = 1e-3  # fast renderer: cells whose neighbourhood density stays below this are skipped
-    occupancy_every: int = 8       # fast renderer: refresh the occupancy grid every N steps
+    resolution: Optional[int] = from_prior("rays per side of a rendered view (the prior's data size)", min=1)
+    step_ratio: float = setting(0.5, "sample spacing in voxels (reference: half a voxel)", min=0.05, max=4)
+    weight_threshold: float = setting(1e-4, "appearance is only looked up where w exceeds this", min=0)
+    far_depth: float = setting(10.0, "depth assigned to the background", gt=0)
+    renderer: str = setting("fast", "fast (fused C++ on CPU, else packed; dense on CUDA) | fused | packed | dense "
+                                    "(the reference)", choices=RENDERER_NAMES)
+    occupancy_threshold: float = setting(1e-3, "fast renderer: cells whose neighbourhood density stays below "
+                                               "this are skipped", min=0)
+    occupancy_every: int = setting(8, "fast renderer: refresh the occupancy grid every N steps", min=1)
 
 
-@dataclass
+@dataclasses.dataclass
 class CameraConfig:
     """Training camera distribution (reference defaults)."""
-    radius: float = 1.5            # camera distance from the origin
-    elev_min: float = -6.0         # lowest training elevation (degrees)
-    elev_max: float = 90.0         # highest training elevation (degrees)
-    fov_min: Optional[float] = None   # None: the prior's FoV range (reference: 40 to 70 degrees)
-    fov_max: Optional[float] = None   # upper end of the training FoV range (degrees; None: the prior's)
-    test_fov: float = 60.0         # FoV of previews, video and evaluation views (degrees)
-    video_frames: int = 100        # frames of the spiral turntable video
+    radius: float = setting(1.5, "camera distance from the origin", gt=0)
+    elev_min: float = setting(-6.0, "lowest training elevation (degrees)", min=-90, max=90)
+    elev_max: float = setting(90.0, "highest training elevation (degrees)", min=-90, max=90)
+    fov_min: Optional[float] = from_prior("lower end of the training FoV range (degrees; reference: 40)", gt=0, lt=180)
+    fov_max: Optional[float] = from_prior("upper end of the training FoV range (degrees; reference: 70)", gt=0, lt=180)
+    test_fov: float = setting(60.0, "FoV of previews, video and evaluation views (degrees)", gt=0, lt=180)
+    video_frames: int = setting(100, "frames of the spiral turntable video", min=1)
+
+    def relations(self):
+        return [(self.elev_min <= self.elev_max, f"need --elev-min <= --elev-max, got {self.elev_min} and "
+                                                 f"{self.elev_max}"),
+                (None in (self.fov_min, self.fov_max) or self.fov_min <= self.fov_max,
+                 f"need 0 < --fov-min <= --fov-max < 180 (degrees), got {self.fov_min} and {self.fov_max}")]
 
 
-@dataclass
+@dataclasses.dataclass
 class GuidanceConfig:
     """How the 2D prior's score becomes an image-space gradient."""
-    method: str = "paas"           # guidance: paas | paas-plain | naive | sds | oracle
-    num_noise: int = 1             # K noise samples averaged per step
-    sigma_min: Optional[float] = None  # lower end of the σ draw (None: the prior's range)
-    sigma_max: Optional[float] = None  # upper end of the σ draw (None: the prior's range)
-    guidance_scale: Optional[float] = None  # None: the prior's default
-    view_prompts: bool = True      # prefix "front view of" etc. by camera
-    view_scheme: Optional[str] = None  # reference (4 views) | fine (45° sectors) | fine-bands (+ elevation words); None: the prior's own
-    polish_sigma_min: float = 0.05     # σ range of the appearance polish (data units)
-    polish_sigma_max: float = 0.5      # upper end of the polish's σ range (data units)
-    polish_guidance_scale: Optional[float] = None  # guidance scale of the polish (None: the prior's default, else --guidance-scale)
-    polish_num_noise: Optional[int] = None  # noise samples averaged per polish step (None: the prior's default, else --num-noise)
+    method: str = setting("paas", "guidance", choices=GUIDANCE_METHODS)
+    num_noise: int = setting(1, "K noise samples averaged per step", min=1)
+    # One end of the σ range given alone takes the other end from the prior's whole table.
+    sigma_min: Optional[float] = from_prior("lower end of the σ draw", derived_from=("guidance.sigma_max",), gt=0)
+    sigma_max: Optional[float] = from_prior("upper end of the σ draw", derived_from=("guidance.sigma_min",), gt=0)
+    guidance_scale: Optional[float] = from_prior("classifier-free guidance scale of the SJC steps (1: none)", min=0)
+    view_prompts: bool = setting(True, 'prefix "front view of" etc. by camera')
+    view_scheme: Optional[str] = from_prior("view prompts: reference (4 views) | fine (45° sectors) | fine-bands "
+                                            "(+ elevation words); unset: the prior's own", choices=tuple(VIEW_SCHEMES),
+                                            derived=True)
+    polish_sigma_min: float = setting(0.05, "lower end of the appearance polish's σ range (data units)", gt=0)
+    polish_sigma_max: float = setting(0.5, "upper end of the polish's σ range (data units)", gt=0)
+    polish_guidance_scale: Optional[float] = from_prior("guidance scale of the polish (unset: the prior's, else "
+                                                        "--guidance-scale)", derived_from=("guidance.guidance_scale",),
+                                                        min=0)
+    polish_num_noise: Optional[int] = from_prior("noise samples averaged per polish step (unset: the prior's, else "
+                                                 "--num-noise)", derived_from=("guidance.num_noise",), min=1)
+
+    def relations(self):
+        lo, hi = self.sigma_min, self.sigma_max
+        return [(None in (lo, hi) or lo < hi, f"need 0 < --sigma-min < --sigma-max, got {lo} and {hi}"),
+                (self.polish_sigma_min < self.polish_sigma_max, f"need 0 < --polish-sigma-min < --polish-sigma-max, "
+                                                                f"got {self.polish_sigma_min} and {self.polish_sigma_max}")]
 
     def polish_follows_sjc(self) -> None:
         """Fill the polish's unset guidance scale and noise count with the SJC steps' own."""
@@ -67,56 +104,62 @@ class GuidanceConfig:
             self.polish_num_noise = self.num_noise
 
 
-@dataclass
+@dataclasses.dataclass
 class RegConfig:
     """Regularisers."""
-    emptiness_weight: Optional[float] = None  # None: the prior's default
-    emptiness_scale: float = 10.0  # s in log(1 + s·w)
-    emptiness_mult: float = 20.0   # emptiness weight multiplier late in the run
-    emptiness_mult_after: float = 0.5  # fraction of the steps after which the multiplier applies
-    emptiness_mult_step: Optional[int] = None  # the step the multiplier starts (None: mult_after × steps, fixed at creation)
-    center_depth_weight: float = 0.0  # pull the object to the view centre (10–100 for some prompts)
+    emptiness_weight: Optional[float] = from_prior("weight λ of the emptiness loss", min=0)
+    emptiness_scale: float = setting(10.0, "s in log(1 + s·w)", min=0)
+    emptiness_mult: float = setting(20.0, "emptiness weight multiplier late in the run", min=0)
+    emptiness_mult_after: float = setting(0.5, "fraction of the steps after which the multiplier applies", min=0, max=1)
+    emptiness_mult_step: Optional[int] = from_prior("the step the multiplier starts (unset: mult_after × steps, fixed "
+                                                    "at creation)", derived_from=("optim.steps",
+                                                                                  "reg.emptiness_mult_after"), min=0)
+    center_depth_weight: float = setting(0.0, "pull the object to the view centre (10–100 for some prompts)", min=0)
 
 
-@dataclass
+@dataclasses.dataclass
 class OptimConfig:
     """Adamax with per-group learning rates (reference defaults)."""
-    steps: Optional[int] = None    # optimisation steps (None: the prior's default)
-    polish_steps: Optional[int] = None  # appearance-only steps after them, at small σ (None: the prior's default)
-    lr: float = 0.05               # Adamax learning rate of density, appearance and d_scale
-    bg_lr: float = 1e-4            # Adamax learning rate of the background
-    seed: int = 0                  # same seed and config → the same field (on CPU, with the same number of threads)
+    steps: Optional[int] = from_prior("optimisation (SJC) steps", min=1)
+    polish_steps: Optional[int] = from_prior("appearance-only steps after them, at small σ", min=0)
+    lr: float = setting(0.05, "Adamax learning rate of density, appearance and d_scale", gt=0)
+    bg_lr: float = setting(1e-4, "Adamax learning rate of the background", min=0)
+    # The RNG streams use seed, seed + 1 and seed + 2.
+    seed: int = setting(0, "same seed and config → the same field (on CPU, with the same number of threads)",
+                        min=0, lt=2 ** 62)
 
 
-@dataclass
+@dataclasses.dataclass
 class OutputConfig:
     """What a run writes and how often."""
-    out_dir: Optional[str] = None  # run folder (None: outputs/<prompt-slug>)
-    ckpt_every: int = 200          # checkpoint interval (steps)
-    preview_every: int = 250       # preview image interval (steps)
-    video: bool = True             # write the turntable video (--no-video to skip)
-    mesh: bool = True              # write GLB and PLY meshes (--no-mesh to skip)
-    overwrite: bool = False        # replace a run already in out_dir
-    device: str = "auto"           # auto (cuda when available, else cpu), cpu, cuda or cuda:N
+    out_dir: Optional[str] = setting(None, "run folder (unset: outputs/<prompt-slug>)")
+    ckpt_every: int = setting(200, "checkpoint interval (steps)", min=1)
+    preview_every: int = setting(250, "preview image interval (steps)", min=1)
+    video: bool = setting(True, "write the turntable video (--no-video to skip)")
+    mesh: bool = setting(True, "write GLB and PLY meshes (--no-mesh to skip)")
+    overwrite: bool = setting(False, "replace a run already in out_dir")
+    device: str = setting("auto", "auto (cuda when available, else cpu), cpu, cuda or cuda:N")
 
 
-@dataclass
+@dataclasses.dataclass
 class ModelConfig:
-    """Pretrained weights for the diffusers priors (sd, unet2d)."""
-    model: Optional[str] = None         # diffusers folder, cached Hub id, or single .safetensors/.ckpt file
-    model_config: Optional[str] = None  # for a single file: the base model's diffusers folder or cached id
-    half: Optional[bool] = None         # fp16 U-Net (None: on CUDA for diffusers models; the toy prior stays fp32)
-    attention_slicing: bool = False     # lower peak memory on small cards (the sd prior)
-    offload: bool = False               # keep the text encoder and VAE on the CPU, only the U-Net on the GPU (the sd prior)
-    compile: Optional[bool] = None      # torch.compile the U-Net with CUDA graphs (the sd prior; None: on CUDA only)
-    channels_last: Optional[bool] = None  # U-Net in the channels-last memory layout (sd and toy; None: on the CPU only)
+    """Pretrained weights and how they run (each prior reads the flags its registration names)."""
+    model: Optional[str] = setting(None, "diffusers folder, cached Hub id, or single .safetensors/.ckpt file")
+    model_config: Optional[str] = setting(None, "for a single file: the base model's diffusers folder or cached id")
+    half: Optional[bool] = setting(None, "fp16 U-Net (unset: on CUDA for diffusers models; the toy prior stays fp32)")
+    attention_slicing: bool = setting(False, "lower peak memory on small cards")
+    offload: bool = setting(False, "keep the text encoder and VAE on the CPU, only the U-Net on the GPU")
+    compile: Optional[bool] = setting(None, "torch.compile the U-Net with CUDA graphs (unset: on CUDA only)")
+    channels_last: Optional[bool] = setting(None, "U-Net in the channels-last memory layout (unset: on the CPU only)")
 
 
-@dataclass
+@dataclasses.dataclass
 class RunConfig:
     """Everything that defines a run; written as config.json beside its outputs."""
-    prompt: str = ""
-    prior: Optional[str] = None    # toy | closed-form | sd | unet2d (None: the learned toy prior, or detected from --model)
+    prompt: str = setting("", "text prompt", cli=False)
+    prior: Optional[str] = setting(None, "toy | closed-form | sd | unet2d (unset: the learned toy prior, or detected "
+                                         "from --model)", prior=True, derived=True,
+                                   derived_from=("model.model", "model.model_config"))
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
@@ -125,11 +168,12 @@ class RunConfig:
     reg: RegConfig = dataclasses.field(default_factory=RegConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
-    # The values the run filled in itself (its prior's defaults, or derived from other fields), by section.name:
-    # a new run from this config that changes what one depends on derives it again (forget_resolved).
-    resolved: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The values the run filled in itself (its prior's defaults, or derived from other fields), by section.name.
+    resolved: dict[str, Any] = setting(factory=dict, cli=False)
 
-    SECTIONS = ("model", "field", "render", "camera", "guidance", "reg", "optim", "output")
+    def relations(self):
+        return [(not isinstance(self.prompt, str) or bool(self.prompt.strip()),
+                 'the prompt is empty: give a text prompt, e.g. sjc generate "a blue sphere"')]
 
     def to_dict(self) -> dict:
         """Every field, nested by section, as plain JSON-able values."""
@@ -137,23 +181,25 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        """A config from to_dict()'s form (sections as nested dicts)."""
-        d = dict(d)
+        """A config from to_dict()'s form (sections as nested dicts); unknown keys are errors."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         kw: dict[str, Any] = {}
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}")
-        for f in fields(cls):
+        for f in dataclasses.fields(cls):
             if f.name not in d:
                 continue
-            if f.name in cls.SECTIONS:
-                sec_type = type(getattr(cls(), f.name))
-                extra = set(d[f.name]) - {g.name for g in fields(sec_type)}
-                if extra:
-                    raise ValueError(f"unknown keys in {f.name}: {sorted(extra)}")
-                kw[f.name] = sec_type(**d[f.name])
-            else:
+            section = field_type(cls, f)
+            if not dataclasses.is_dataclass(section):
                 kw[f.name] = d[f.name]
+                continue
+            if not isinstance(d[f.name], dict):
+                raise ValueError(f"{f.name} must be an object of settings, got {d[f.name]!r}")
+            names = {g.name for g in dataclasses.fields(section)}
+            if extra := set(d[f.name]) - names:
+                raise ValueError(f"unknown keys in {f.name}: {sorted(extra)}")
+            kw[f.name] = section(**d[f.name])
+        if unknown := set(d) - {f.name for f in dataclasses.fields(cls)}:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
         return cls(**kw)
 
     def save(self, path: Path) -> None:
@@ -166,193 +212,51 @@ class RunConfig:
         """Read a config.json, or fail with one line that names the file."""
         try:
             cfg = cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, TypeError, AttributeError) as e:
+        except (OSError, ValueError, TypeError) as e:
             raise SJCError(f"cannot read run config {path}: {e}") from None
-        cfg.check_types(str(path))
-        return cfg
+        return cfg.check_types(str(path))
 
     def check_types(self, where: str = "config") -> "RunConfig":
-        """Every leaf holds a value of its declared type (None where Optional)."""
-        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+        """Every leaf holds a value of its declared type within its bounds (the prompt may still be empty)."""
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise SJCError(f"{where}: prompt must be text, got {self.prompt!r}")
         if isinstance(self.resolved, list):   # its first form, names only: their values as they stand
             self.resolved = {path: getattr(owner, f.name) for path, owner, f in leaves(self) if path in self.resolved}
         if not isinstance(self.resolved, dict):
             raise SJCError(f"{where}: resolved must map field names to values, got {self.resolved!r}")
-        for _, owner, f in leaves(self):
-            value = getattr(owner, f.name)
-            ftype = str(f.type)
-            if value is None and "Optional" in ftype:
-                continue
-            base = next((k for k in ("bool", "int", "float", "str") if k in ftype), None)
-            ok = base is None or (isinstance(value, kinds[base]) and not (base != "bool" and isinstance(value, bool)))
-            if not ok:
-                raise SJCError(f"{where}: {flag_name(f.name)[2:]} must be {base}, got {value!r}")
-            if base == "float" and not math.isfinite(value):
-                raise SJCError(f"{where}: {flag_name(f.name)} must be a finite number, got {value!r}")
-        return self
+        return check(self, where, bounds=False)
 
-    def unset_fields(self) -> set[str]:
-        """The fields left as None ("the prior's default" or "derived"), as section.name."""
-        return {path for path, owner, f in leaves(self) if getattr(owner, f.name) is None}
+    def validate(self) -> "RunConfig":
+        """Reject bad values with one actionable line each."""
+        return check(self)
 
     def record_resolved(self, unset: set[str]) -> None:
         """Note in `resolved` the values filled in since `unset` (unset_fields()) was taken."""
         self.resolved.update({path: getattr(owner, f.name) for path, owner, f in leaves(self)
                               if path in unset and getattr(owner, f.name) is not None})
 
+    def unset_fields(self) -> set[str]:
+        """The settings left to the prior (None), as section.name."""
+        return {path for path, owner, f in leaves(self) if f.metadata.get("prior") and getattr(owner, f.name) is None}
+
     def forget_resolved(self, given: set[str]) -> "RunConfig":
-        """For a new run from this config with the fields `given` set anew: unset the filled-in values that depend
-        on one of them (another prior's defaults, another --steps' emptiness schedule), so the run derives them
-        from its own settings. A value given now, or edited by hand since it was filled in, is the user's: kept."""
+        """For a new run from this config with the settings `given` set anew: unset the filled-in values that depend
+        on one of them (their `derived_from`), so the run derives them from its own settings. A value given now, or
+        edited by hand since it was filled in, is the user's: kept."""
         for path, owner, f in leaves(self):
             if path not in self.resolved:
                 continue
             if path in given or getattr(owner, f.name) != self.resolved[path]:
                 del self.resolved[path]
-            elif DERIVED_FROM.get(path, FROM_THE_PRIOR) & given:
+            elif set(f.metadata.get("derived_from", ())) & given:
                 setattr(owner, f.name, None)
                 del self.resolved[path]
         return self
 
-    def validate(self) -> "RunConfig":
-        """Reject bad values with one actionable line each."""
-        self.check_types()
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise SJCError("the prompt is empty: give a text prompt, e.g. sjc generate \"a blue sphere\"")
-        checks = [
-            (self.field.grid_size, "--grid-size"), (self.optim.steps, "--steps"),
-            (self.render.resolution, "--resolution"), (self.guidance.num_noise, "--num-noise"),
-            (self.guidance.polish_num_noise, "--polish-num-noise"),
-            (self.output.ckpt_every, "--ckpt-every"), (self.output.preview_every, "--preview-every"),
-            (self.camera.video_frames, "--video-frames"), (self.render.occupancy_every, "--occupancy-every"),
-        ]
-        for value, flag in checks:
-            if value is not None and value <= 0:
-                raise SJCError(f"{flag} must be a positive integer, got {value}")
-        if self.field.grid_size is not None and self.field.grid_size < 2:
-            raise SJCError(f"--grid-size must be at least 2, got {self.field.grid_size}")
-        if self.render.renderer not in RENDERER_NAMES:
-            raise SJCError(f"unknown --renderer {self.render.renderer!r}; choose one of {', '.join(RENDERER_NAMES)}")
-        if not 0.05 <= self.render.step_ratio <= 4:
-            raise SJCError(f"--step-ratio must lie in [0.05, 4] (sample spacing in voxels), got {self.render.step_ratio}")
-        if self.render.weight_threshold < 0 or self.render.far_depth <= 0 or self.reg.emptiness_scale < 0:
-            raise SJCError("need --weight-threshold >= 0, --far-depth > 0 and --emptiness-scale >= 0")
-        if self.render.occupancy_threshold < 0:
-            raise SJCError(f"--occupancy-threshold must be >= 0, got {self.render.occupancy_threshold}")
-        if not 0 < self.camera.test_fov < 180:
-            raise SJCError(f"need 0 < --test-fov < 180 (degrees), got {self.camera.test_fov}")
-        if self.camera.radius <= 0 or self.camera.elev_min > self.camera.elev_max:
-            raise SJCError(f"need --radius > 0 and --elev-min <= --elev-max, got {self.camera.radius}, "
-                           f"{self.camera.elev_min}, {self.camera.elev_max}")
-        if not 0 <= self.optim.seed < 2 ** 62:   # the RNG streams use seed, seed + 1 and seed + 2
-            raise SJCError(f"--seed must be in [0, 2^62), got {self.optim.seed}")
-        if self.guidance.method not in GUIDANCE_METHODS:
-            raise SJCError(f"unknown --method {self.guidance.method!r}; choose one of {', '.join(GUIDANCE_METHODS)}")
-        if self.optim.lr <= 0 or self.optim.bg_lr < 0:
-            raise SJCError("--lr must be positive and --bg-lr non-negative")
-        lo, hi = self.guidance.sigma_min, self.guidance.sigma_max
-        if (lo is not None and lo <= 0) or (lo is not None and hi is not None and hi <= lo):
-            raise SJCError(f"need 0 < --sigma-min < --sigma-max, got {lo} and {hi}")
-        if self.optim.polish_steps is not None and self.optim.polish_steps < 0:
-            raise SJCError(f"--polish-steps must be 0 or more, got {self.optim.polish_steps}")
-        for flag, scale in (("--guidance-scale", self.guidance.guidance_scale),
-                            ("--polish-guidance-scale", self.guidance.polish_guidance_scale)):
-            if scale is not None and scale < 0:
-                raise SJCError(f"{flag} must be 0 or more (1: no guidance), got {scale}")
-        plo, phi = self.guidance.polish_sigma_min, self.guidance.polish_sigma_max
-        if not 0 < plo < phi:
-            raise SJCError(f"need 0 < --polish-sigma-min < --polish-sigma-max, got {plo} and {phi}")
-        if self.guidance.view_scheme is not None and self.guidance.view_scheme not in VIEW_SCHEMES:
-            raise SJCError(f"unknown --view-scheme {self.guidance.view_scheme!r}; choose one of {', '.join(VIEW_SCHEMES)}")
-        fmin, fmax = self.camera.fov_min, self.camera.fov_max
-        if (fmin is not None and not 0 < fmin < 180) or (fmax is not None and not 0 < fmax < 180) or \
-                (fmin is not None and fmax is not None and fmin > fmax):
-            raise SJCError(f"need 0 < --fov-min <= --fov-max < 180 (degrees), got {fmin} and {fmax}")
-        return self
 
-
-# What a filled-in value depends on (forget_resolved): the prior's defaults depend on the prior, and a few
-# values are derived from other fields as well.
-FROM_THE_PRIOR = frozenset({"prior", "model.model", "model.model_config"})
-DERIVED_FROM = {
-    "prior": frozenset({"model.model", "model.model_config"}),   # detected from --model
-    "reg.emptiness_mult_step": FROM_THE_PRIOR | {"optim.steps", "reg.emptiness_mult_after"},
-    # one end of the σ range given alone takes the other from the whole table, not the prior's narrower draw
-    "guidance.sigma_min": FROM_THE_PRIOR | {"guidance.sigma_max"},
-    "guidance.sigma_max": FROM_THE_PRIOR | {"guidance.sigma_min"},
-    "guidance.polish_guidance_scale": FROM_THE_PRIOR | {"guidance.guidance_scale"},
-    "guidance.polish_num_noise": FROM_THE_PRIOR | {"guidance.num_noise"},
-}
-
-GUIDANCE_METHODS = ("paas", "paas-plain", "naive", "sds", "oracle")
-RENDERER_NAMES = ("fast", "fused", "packed", "dense")
-
-
-def resolve_defaults(cfg: RunConfig, defaults: dict[str, Any]) -> RunConfig:
-    """Fill every field left as None from a prior's defaults (by field name); the result is what config.json records."""
+def fill_from(cfg: RunConfig, defaults: dict[str, Any]) -> RunConfig:
+    """Fill every setting left as None from a prior's defaults (by field name)."""
     for _, owner, f in leaves(cfg):
         if getattr(owner, f.name) is None and f.name in defaults:
             setattr(owner, f.name, defaults[f.name])
     return cfg
-
-
-def flag_name(name: str) -> str:
-    """A config field's command-line flag: grid_size → --grid-size."""
-    return "--" + name.replace("_", "-")
-
-
-def leaves(cfg: RunConfig):
-    """Yield (path, the object that holds it, field) for every leaf config field (every one with a flag); path is
-    'guidance.sigma_min', or 'prior' at the top level."""
-    for f in fields(cfg):
-        if f.name in RunConfig.SECTIONS:
-            section = getattr(cfg, f.name)
-            for g in fields(section):
-                yield f"{f.name}.{g.name}", section, g
-        elif f.name not in ("prompt", "resolved"):
-            yield f.name, cfg, f
-
-
-def field_comments(cls: Optional[type] = None) -> dict[str, str]:
-    """The trailing comment of each dataclass field in a config's source (this file's, or cls's alone), used
-    as its flag's help text."""
-    import inspect
-    import re
-    import sys
-
-    src = inspect.getsource(cls if cls is not None else sys.modules[__name__])
-    return {m.group(1): m.group(2) for m in re.finditer(r"^    (\w+): [^#\n]+#\s*(.+)$", src, re.M)}
-
-
-def add_config_flags(parser, defaults: Optional[RunConfig] = None, exclude: tuple[str, ...] = (),
-                     only: Optional[tuple[str, ...]] = None) -> None:
-    """Add one flag per config field (but those named in `exclude`; only those in `only` where given); the
-    default None means 'not given on the command line'."""
-    defaults = defaults or RunConfig()
-    comments = field_comments()
-    for path, owner, f in leaves(defaults):
-        if f.name in exclude or (only is not None and f.name not in only):
-            continue
-        section = path.rpartition(".")[0]
-        default = getattr(owner, f.name)
-        ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        help_ = f"{comments.get(f.name, f.name.replace('_', ' '))} [{section or 'run'}; default: {default}]"
-        if "bool" in ftype:
-            parser.add_argument(flag_name(f.name), dest=f.name, default=None, action=argparse.BooleanOptionalAction,
-                                help=help_)
-        else:
-            conv = int if "int" in ftype else float if "float" in ftype else str
-            parser.add_argument(flag_name(f.name), dest=f.name, type=conv, default=None, help=help_)
-
-
-def apply_overrides(cfg: RunConfig, ns) -> set[str]:
-    """Copy the flags that were given on the command line into cfg; return their fields (section.name)."""
-    given = set()
-    for path, owner, f in leaves(cfg):
-        value = getattr(ns, f.name, None)
-        if value is not None:
-            setattr(owner, f.name, value)
-            given.add(path)
-    return given

@@ -1,111 +1,25 @@
-"""Ground-truth evaluation in the toy world: occupancy IoU, held-out-view PSNR, best rotation about y."""
+"""`sjc eval`: prompts × method variants × seeds, each trained without a run folder and scored against the toy
+world's true object, into Markdown and JSON tables (resumable, and reusing earlier tables' cells)."""
 from __future__ import annotations
 
-import math
+import copy
+import hashlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .cameras import eval_cameras, orbit_cameras
-from .toyworld import ToyObject, occupancy, render_truth
-
-OCCUPANCY_OPTICAL_DEPTH = 0.2   # a voxel is opaque where it alone absorbs 1 − e^−0.2 ≈ 18% of the light
-ROTATIONS = [float(a) for a in range(0, 360, 10)]
-# The fine IoU samples both solids 4× finer than the field's grid (189 points per side at N = 48): flat faces
-# that fall near a plane of voxel centres (the cube's at ±0.32, the cone's base at −0.36 against centres at
-# ±0.319 and −0.362) then weigh a quarter of a slab, not a whole one.
-FINE_SUPERSAMPLE = 4
-
-
-def iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Intersection over union of two boolean grids."""
-    inter = (a & b).sum().item()
-    union = (a | b).sum().item()
-    return inter / union if union else 1.0
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio of images in [-1, 1] (peak-to-peak range 2)."""
-    mse = F.mse_loss(a.clamp(-1, 1), b.clamp(-1, 1)).item()
-    return 10 * math.log10(4.0 / max(mse, 1e-12))
-
-
-def rotate_y(grid: torch.Tensor, degrees: float) -> torch.Tensor:
-    """Resample an (N, N, N) [z, y, x] grid rotated by `degrees` about the vertical axis (nearest-neighbour)."""
-    a = math.radians(degrees)
-    c, s = math.cos(a), math.sin(a)
-    n = grid.shape[0]
-    lin = torch.linspace(-1, 1, n, device=grid.device)
-    z, y, x = torch.meshgrid(lin, lin, lin, indexing="ij")
-    # The rotated grid at p holds the original at R⁻¹p (R rotates by +a about y: x' = c·x + s·z, z' = −s·x + c·z).
-    xs, zs = c * x - s * z, s * x + c * z
-    pts = torch.stack([xs, y, zs], -1)[None]
-    out = F.grid_sample(grid[None, None].float(), pts, mode="nearest", padding_mode="zeros", align_corners=True)
-    return out[0, 0] > 0.5 if grid.dtype == torch.bool else out[0, 0]
-
-
-def occupancy_level(grid_size: int, optical_depth: float = OCCUPANCY_OPTICAL_DEPTH) -> float:
-    """The density at which one voxel has the given optical depth: the surface level for IoU and meshes."""
-    return optical_depth * (grid_size - 1) / 2.0
-
-
-def fine_grid_size(grid_size: int, supersample: int) -> int:
-    """Points per side of a grid `supersample` times finer than the field's, the voxel centres among them."""
-    return (grid_size - 1) * supersample + 1
-
-
-@torch.no_grad()
-def field_occupancy(field, level: float | None = None, supersample: int = 1) -> torch.Tensor:
-    """The field's solid: points denser than the surface level, with enclosed cavities filled.
-
-    supersample = 1 samples the voxel centres; k > 1 samples a grid k times finer (`fine_grid_size`), the
-    density trilinear between the centres as the renderer sees it.
-    The optimisation only shapes what is visible, so the inside of an object may keep its initial low
-    density; the solid is what the opaque surface encloses.
-    """
-    from scipy.ndimage import binary_fill_holes
-
-    level = occupancy_level(field.grid_size) if level is None else level
-    raw = field.density_raw
-    if supersample > 1:
-        m = fine_grid_size(field.grid_size, supersample)
-        raw = F.interpolate(raw, size=(m, m, m), mode="trilinear", align_corners=True)
-    occ = (field.activate_density(raw[0, 0]) > level).cpu().numpy()
-    return torch.from_numpy(binary_fill_holes(occ))
-
-
-@torch.no_grad()
-def fine_iou(field, obj: ToyObject, supersample: int = FINE_SUPERSAMPLE) -> float:
-    """IoU of the field's solid and the true object, both sampled `supersample` times finer than the field's grid."""
-    return iou(field_occupancy(field, supersample=supersample),
-               occupancy(obj, fine_grid_size(field.grid_size, supersample)))
-
-
-@torch.no_grad()
-def evaluate_field(run, obj: ToyObject, rotations: bool = True) -> dict:
-    """IoU against the voxelised truth (on the field's grid and FINE_SUPERSAMPLE× finer) and PSNR at the fixed
-    held-out views; also at the best y-rotation."""
-    field = run.field
-    occ = field_occupancy(field).cpu()
-    truth = occupancy(obj, field.grid_size)
-    cams = eval_cameras(run.cfg.camera.test_fov, run.cfg.camera.radius)
-    res = run.resolution
-    target = render_truth(obj, cams, res, res)
-    image = run.prior.decode(run.render(cams.to(run.device)).image).cpu()
-    metrics = {"iou": iou(occ, truth), "iou_fine": fine_iou(field, obj), "psnr": psnr(image, target)}
-    if rotations:
-        # Rotating the field by a matches the truth when the field holds the object turned by −a.
-        best = max(ROTATIONS, key=lambda a: iou(rotate_y(occ, a), truth))
-        metrics["iou_rot"] = iou(rotate_y(occ, best), truth)
-        metrics["best_rotation"] = best
-        # Seeing the field from azimuth φ + (−best) equals seeing the rotated field from φ.
-        rc = orbit_cameras(cams.azimuth - best, cams.elevation, torch.rad2deg(cams.fov), run.cfg.camera.radius)
-        metrics["psnr_rot"] = psnr(run.prior.decode(run.render(rc.to(run.device)).image).cpu(), target)
-    return metrics
-
-
-# ----------------------------------------------------------------------------------------------
-# `sjc eval`: prompts × method variants → Markdown and JSON tables.
+from .atomic import write_text
+from .build import build_run
+from .errors import SJCError
+from .metrics import FINE_SUPERSAMPLE, evaluate_field
+from .priors import load_prior, prior_class
+from .priors.loading import resolve_model
+from .run_folder import prepare_out_dir
+from .train import train
 
 # Six objects the learned toy prior was trained on, then six combinations held out of its training
 # (sjc.prior_training.HELD_OUT); both asymmetric shapes appear in each half.
@@ -120,15 +34,12 @@ DEFAULT_VARIANTS = ["paas", "paas:noview", "oracle"]
 
 def variant_config(base, prompt: str, variant: str, seed: int):
     """A run config for one table cell: 'method' or 'method:noview' on top of the base config."""
-    import copy
-
     cfg = copy.deepcopy(base)
     method, _, flag = variant.partition(":")
     cfg.prompt, cfg.guidance.method, cfg.optim.seed = prompt, method, seed
     if flag == "noview":
         cfg.guidance.view_prompts = False
     elif flag:
-        from .errors import SJCError
         raise SJCError(f"unknown variant option {flag!r} in {variant!r}: use 'method' or 'method:noview'")
     return cfg.validate()
 
@@ -136,10 +47,6 @@ def variant_config(base, prompt: str, variant: str, seed: int):
 def eval_cell(args) -> dict:
     """Train one (prompt, variant, seed) without writing a run folder and score it against the truth."""
     base, prompt, variant, seed, threads = args
-    import time
-
-    from .train import build_run, train
-
     torch.set_num_threads(threads)
     cfg = variant_config(base, prompt, variant, seed)
     t0 = time.perf_counter()
@@ -151,8 +58,6 @@ def eval_cell(args) -> dict:
 
 def summarize(rows: list[dict]) -> list[dict]:
     """Mean and spread over seeds per (prompt, variant)."""
-    import statistics
-
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["prompt"], r["variant"]), []).append(r)
@@ -202,16 +107,6 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
     the `reuse` files (earlier evals' .json, same configuration only) are taken from there, not trained again.
     `log` gets one progress line per cell (default: stderr).
     """
-    import json
-    import sys
-    import time
-    from pathlib import Path
-
-    from .atomic import write_text
-    from .errors import SJCError
-    from .pipeline import prepare_out_dir
-    from .priors import load_prior
-
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     prompts, variants = list(dict.fromkeys(prompts)), list(dict.fromkeys(variants))   # a cell once, whatever is repeated
     prior = load_prior(base)
@@ -256,11 +151,6 @@ def run_eval(base, prompts: list[str], variants: list[str], seeds: list[int], ou
 
 def write_tables(out_prefix, rows: list[dict], variants: list[str], config: dict, **extra) -> list[dict]:
     """Write an eval's rows as <out_prefix>.json (rows, summary, config, any extra keys) and .md; return the summary."""
-    import json
-    from pathlib import Path
-
-    from .atomic import write_text
-
     summary = summarize(rows)
     write_text(Path(f"{out_prefix}.json"), json.dumps({"rows": rows, "summary": summary, "config": config, **extra},
                                                       indent=2) + "\n")
@@ -274,26 +164,21 @@ def cell_key(row: dict) -> tuple:
 
 
 def prior_weights(cfg) -> str:
-    """A fingerprint of the run's prior: the SHA-256 of its model files (names and bytes), or 'closed-form'."""
-    import hashlib
-    from pathlib import Path
-
-    from .priors import prior_name
-    from .priors.loading import resolve_model
-    from .priors.text_unet import BUILTIN_TOY_MODEL
-
-    name = prior_name(cfg)
-    if name == "closed-form":
-        return name
-    path = resolve_model(cfg.model.model)[1] if cfg.model.model else BUILTIN_TOY_MODEL
-    files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+    """A fingerprint of the run's prior: the SHA-256 of its model files (names and bytes), or its name where it
+    loads none (the closed-form prior)."""
+    cls = prior_class(cfg)
+    model = resolve_model(cfg.model.model)[1] if cfg.model.model else cls.builtin_model
+    if model is None:
+        return cls.name
+    path = Path(model)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
     for f in files:
-        h.update(str(f.relative_to(path) if f != Path(path) else f.name).encode() + b"\0")
+        h.update(str(f.relative_to(path) if f != path else f.name).encode() + b"\0")
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-    return f"{name}:sha256:{h.hexdigest()[:16]}"
+    return f"{cls.name}:sha256:{h.hexdigest()[:16]}"
 
 
 def setting_differences(theirs, config: dict) -> str:
@@ -302,8 +187,6 @@ def setting_differences(theirs, config: dict) -> str:
     The prior is compared by its weights' fingerprint, not by the path it was loaded from; an eval that
     recorded no fingerprint (written before 2026-12-06) cannot be checked, so it never matches.
     """
-    import json
-
     if not isinstance(theirs, dict):
         return "no settings stored"
     # The model's path and what a built run would fill in (eval's base config is never built) are not settings.
@@ -316,10 +199,6 @@ def setting_differences(theirs, config: dict) -> str:
 
 def load_partial_rows(path, config: dict) -> dict:
     """The finished cells of an interrupted eval: {(prompt, variant, seed): row}; {} if there is none."""
-    import json
-
-    from .errors import SJCError
-
     lines = path.read_text().splitlines() if path.is_file() else []
     if not any(line.strip() for line in lines):
         return {}
@@ -344,10 +223,6 @@ def load_partial_rows(path, config: dict) -> dict:
 
 def load_reused_rows(path, config: dict) -> dict:
     """The cells of an earlier eval's .json made with this configuration: {(prompt, variant, seed): row}."""
-    import json
-
-    from .errors import SJCError
-
     if not path.is_file():
         raise SJCError(f"--reuse {path}: no such file; give the .json an earlier sjc eval wrote")
     try:

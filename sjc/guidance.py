@@ -63,12 +63,10 @@ def prompt_variants(prompt: str, view_prompts: bool = True, views: ViewScheme = 
 class ScoreGuide:
     """Per step: pick σ, condition on the (view-prefixed) prompt, return the image-space ascent direction."""
 
-    def __init__(self, prior: Prior, method: str, sigmas: torch.Tensor, guidance: Optional[float],
-                 num_noise: int):
+    def __init__(self, prior: Prior, method: str, sigmas: torch.Tensor, guidance: float, num_noise: int):
         self.prior, self.method, self.sigmas = prior, method, sigmas
         self.fn = GRADIENTS[method]
-        self.guidance = prior.sjc_guidance if guidance is None else guidance
-        self.num_noise = num_noise
+        self.guidance, self.num_noise = guidance, num_noise
 
     def __call__(self, x: torch.Tensor, cams: Cameras, prompt: str, generator: torch.Generator) -> torch.Tensor:
         """x: the detached render; prompt: already view-prefixed by the loop (from host-side camera angles)."""

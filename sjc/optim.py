@@ -31,8 +31,8 @@ class FusedAdamax(torch.optim.Adamax):
                         or p.grad.dtype != torch.float32 or p.grad.stride() != p.stride()
                         or not _dense(p)):
                     return None
-        from . import fused   # checked last: a CUDA run never builds the CPU kernels
-        return fused.extension() if fused.available() else None
+        from . import kernels   # checked last: a CUDA run never builds the CPU kernels
+        return kernels.extension() if kernels.available() else None
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -1,89 +1,115 @@
-"""Runs on disk: generate, resume, render and export a run folder (config, checkpoint, previews, video, mesh, metrics)."""
+"""Runs on disk, the library's front door: generate, resume and load a run folder, and what a finished run writes
+(previews, summary images, turntable video, mesh, metrics). The CLI, `sjc eval` and any other product layer call
+these; none has a run of its own."""
 from __future__ import annotations
 
 import json
-import os
-import re
 import sys
 import time
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from .build import build_run
 from .cameras import Cameras, orbit_cameras, spiral_cameras
-from .atomic import folder_lock, remove_stale_temporaries, write_text
-from .checkpoint import checkpoint_step
+from .atomic import write_text
 from .config import RunConfig
-from .errors import SJCError, interrupt_behind
-from .evaluate import evaluate_field, occupancy_level
+from .errors import SJCError
 from .export import export_mesh, extract_mesh, normalize_map, save_image, save_video
+from .metrics import evaluate_field, occupancy_level
 from .priors import Prior
-from .train import Run, build_run, checkpoint_path, resume_from, train
-
-CONFIG_NAME = "config.json"
-RUN_WRITER = "sjc generate or resume"   # what holds a run folder while it trains (folder_lock)
+from .run_folder import CONFIG_NAME, RunFolder, out_dir_for, remove_outputs, replaces_a_run
+from .train import Run, resume_from, train
 
 
-def slugify(prompt: str) -> str:
-    """A folder name for a prompt: 'A blue sphere!' → 'a-blue-sphere', 'café crème' → 'cafe-creme'; a prompt with
-    no Latin letters or digits gets 'run-' and a hash of it, so different prompts never share a folder."""
-    import hashlib
-    import unicodedata
+def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = None) -> tuple[Path, dict]:
+    """Start a run from a config: validate, hold and create its folder, write config.json, train, finalise.
 
-    ascii_ = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_).strip("-")[:80].rstrip("-")
-    return slug or "run-" + hashlib.sha256(prompt.encode()).hexdigest()[:8]
+    prior: an instance to use instead of the one cfg names (a prior of your own, from Python).
+    """
+    cfg.validate()
+    out_dir = out_dir_for(cfg)
+    # A folder that already holds a run is held (and checked) before any model loads: a second model on a busy GPU
+    # could take a live run down. A new folder is made only once the prompt and prior have loaded.
+    with RunFolder(out_dir) as folder:
+        is_run = replaces_a_run(out_dir, cfg.output.overwrite)
+        run = build_run(cfg, prior)
+        if folder.create():   # held only now: another process may have begun a run here meanwhile
+            is_run = replaces_a_run(out_dir, cfg.output.overwrite)
+        if is_run:   # --overwrite of an sjc run
+            remove_outputs(out_dir)
+        cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
+        cfg.save(out_dir / CONFIG_NAME)
+        train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
+        return out_dir, finalize(run, out_dir)
 
 
-def out_dir_for(cfg: RunConfig) -> Path:
-    """The run folder: --out-dir, or outputs/<prompt-slug>."""
-    return Path(cfg.output.out_dir) if cfg.output.out_dir else Path("outputs") / slugify(cfg.prompt)
+def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None,
+           prior: Optional[Prior] = None, output: Optional[dict] = None) -> tuple[Path, dict]:
+    """Continue an interrupted (or finished, with more --steps) run exactly where its checkpoint left off;
+    `output` changes what it writes and how often (OutputConfig fields), never what it computes."""
+    run_dir = Path(run_dir)
+    with RunFolder(run_dir) as folder:   # held before its model loads, until it is finalised
+        run = load_run(run_dir, prior=prior)   # (which says what is wrong with a folder that is not a run)
+        folder.create(flag=None)
+        more_steps = steps is not None and steps != run.cfg.optim.steps
+        if more_steps:
+            if run.step > run.cfg.optim.steps:   # its config could no longer say what it did: polish, then more SJC
+                raise SJCError(f"this run has begun its appearance polish (step {run.step}, after "
+                               f"{run.cfg.optim.steps} SJC steps), so it cannot take more --steps; start a new run "
+                               f"with --steps {steps}")
+            if steps < run.step:
+                raise SJCError(f"--steps must be at least {run.step}, the step this run has already reached")
+            run.cfg.optim.steps = steps
+        for k, v in (output or {}).items():
+            setattr(run.cfg.output, k, v)
+        if more_steps or output:
+            run.cfg.validate()
+            run.cfg.save(run_dir / CONFIG_NAME)
+        before = _read_json(run_dir / "metrics.json")
+        train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir))
+        if run.timings.get("steps_run") == 0 and before:   # a finished run, finalised again: keep its timings
+            run.timings.update({k: before[k] for k in ("train_seconds", "steps_run", "seconds_per_step") if k in before})
+        return run_dir, finalize(run, run_dir)
 
 
-def prepare_out_dir(path: Path, flag: Optional[str] = "--out-dir") -> Path:
-    """Create an output folder and prove it is writable, or fail with one actionable line (naming `flag`, the
-    option that chooses the folder; None where none does)."""
+def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None, device: Optional[str] = None,
+             field_only: bool = False) -> Run:
+    """Rebuild a run from its folder's config.json and (if restore) its checkpoint; `prior` as in generate.
+
+    device: where to load it instead of the config's --device; field_only: restore the field alone, not the
+    optimiser and random streams a resume needs, on the CPU if the run's GPU is not here (so a run trained on a
+    GPU renders and exports on a CPU).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise SJCError(f"no run folder at {run_dir}: give the folder that sjc generate wrote (e.g. outputs/a-blue-sphere)")
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise SJCError(f"{run_dir} holds no {CONFIG_NAME}: it is not an sjc run folder")
+    cfg = RunConfig.load(run_dir / CONFIG_NAME)
+    if cfg.optim.polish_steps is None:   # a run written before the appearance polish existed: resumed without it
+        cfg.optim.polish_steps = 0
+    cfg.guidance.polish_follows_sjc()    # written before the polish had its own scale and K: it used the SJC steps'
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path)   # only sjc's own temporary names
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        fix = f"choose another with {flag}" if flag else "make it writable"
-        raise SJCError(f"cannot write to the output folder {path}: {e.strerror or e}; {fix}") from None
-    return path
+        cfg.validate()
+    except SJCError as e:
+        raise SJCError(f"the run config in {run_dir} is invalid: {e}") from None
+    gpu_run_here = cfg.output.device.startswith("cuda") and not torch.cuda.is_available()
+    if device is not None:
+        cfg.output.device = device
+    elif field_only and gpu_run_here:   # rendering or exporting a GPU run on a CPU machine
+        cfg.output.device = "cpu"
+    elif restore and gpu_run_here:
+        raise SJCError(f"{run_dir} was trained with --device {cfg.output.device}, where its optimiser and random "
+                       f"streams belong: resume it where a CUDA GPU is visible (render and export work anywhere)")
+    run = build_run(cfg, prior)
+    if restore:
+        resume_from(run, run_dir, field_only)
+    return run
 
 
-# The files a run writes, by exact name (a user's mesh.blend or previews/step_final.png is not one of them).
-OUTPUT_NAMES = re.compile(r"checkpoint\.safetensors|metrics\.json|(views|depth|opacity)\.png"
-                          r"|turntable(_subpixel\d+)?\.mp4|mesh\.(glb|ply|obj)|previews/step_\d{6}\.png")
-
-
-def run_outputs(path: Path) -> list[Path]:
-    """The files in a folder that a run writes (OUTPUT_NAMES)."""
-    files = [*path.glob("*"), *path.glob("previews/*")]
-    return sorted(f for f in files if f.is_file() and OUTPUT_NAMES.fullmatch(f.relative_to(path).as_posix()))
-
-
-def files_a_run_would_replace(path: Path) -> list[str]:
-    """Files in a folder without a checkpoint that a new run would write over: its output names, and a config.json
-    that is not an sjc run's (one left by a run interrupted before its first checkpoint is simply replaced)."""
-    names = [f.relative_to(path).as_posix() for f in run_outputs(path)]
-    if (path / CONFIG_NAME).exists():
-        try:
-            RunConfig.load(path / CONFIG_NAME)
-        except SJCError:
-            names.insert(0, CONFIG_NAME)
-    return names
-
-
-def remove_outputs(path: Path) -> None:
-    """Delete a previous run's outputs from its folder (for --overwrite), leaving anything else alone."""
-    for f in run_outputs(path):
-        f.unlink()
+# ------------------------------------------------------------------------------------------ what a run writes
 
 
 def preview_cameras(fov: float, radius: float, device) -> Cameras:
@@ -151,150 +177,12 @@ def finalize(run: Run, out_dir: Path) -> dict:
         except SJCError as e:   # an empty field is a result, not a crash: say so and carry on
             print(f"sjc: warning: no mesh written: {e}", file=sys.stderr)
     metrics = {"prompt": run.cfg.prompt, "steps": run.step, **run.timings,
-               "finalize_seconds": time.perf_counter() - t0, "device": str(run.device)}
+               "finalize_seconds": time.perf_counter() - t0, "device": str(run.device), "renderer": run.renderer.name}
     obj = run.prior.truth(run.cfg.prompt)
     if obj is not None:
         metrics["ground_truth"] = evaluate_field(run, obj)
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run, with what to do next (resume it, or start again if no checkpoint was written yet)."""
-
-    def __init__(self, run_dir: Path):
-        super().__init__()
-        self.hint = (f"the last checkpoint is kept, continue with 'sjc resume {run_dir}'"
-                     if checkpoint_path(run_dir).exists() else
-                     "no checkpoint had been written yet, so there is nothing to resume: run the command again")
-
-
-@contextmanager
-def run_on_disk(run_dir: Path):
-    """Train and finalise inside this: a failed write (read-only or full disk) or Ctrl-C becomes one clear line."""
-    from safetensors import SafetensorError
-
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise RunInterrupted(run_dir) from None
-    except (OSError, SafetensorError) as e:
-        what = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:200]
-        kept = (f"the checkpoint of step {checkpoint_step(checkpoint_path(run_dir))} is kept; fix the disk, then "
-                f"'sjc resume {run_dir}'" if checkpoint_path(run_dir).exists() else "no checkpoint was written")
-        raise SJCError(f"writing the run in {run_dir} failed ({what}); {kept}") from None
-    except Exception as e:
-        if interrupt_behind(e):
-            raise RunInterrupted(run_dir) from None
-        raise
-
-
-def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = None) -> tuple[Path, dict]:
-    """Start a run from a config: validate, create the folder, write config.json, train, finalize.
-
-    prior: an instance to use instead of the one cfg names (a prior of your own, from Python).
-    """
-    cfg.validate()
-    out_dir = out_dir_for(cfg)
-    with ExitStack() as held:
-        # A run's folder (maybe in use by another generate or resume) is held and checked before any model loads:
-        # a second model on a busy GPU could take a live run down.
-        existed = (out_dir / CONFIG_NAME).is_file()
-        if existed:
-            held.enter_context(folder_lock(out_dir, RUN_WRITER))
-        is_run = replaces_a_run(out_dir, cfg.output.overwrite)
-        run = build_run(cfg, prior)   # before creating a folder: bad prompts and priors fail early
-        prepare_out_dir(out_dir)
-        if not existed:   # held now, and asked again: another process may have begun a run here meanwhile
-            held.enter_context(folder_lock(out_dir, RUN_WRITER))
-            is_run = replaces_a_run(out_dir, cfg.output.overwrite)
-        held.enter_context(run_on_disk(out_dir))
-        if is_run:   # --overwrite of an sjc run
-            remove_outputs(out_dir)
-        cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
-        cfg.save(out_dir / CONFIG_NAME)
-        train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
-        return out_dir, finalize(run, out_dir)
-
-
-def replaces_a_run(out_dir: Path, overwrite: bool) -> bool:
-    """Whether generating into out_dir replaces an sjc run (allowed with --overwrite); fails with one line where
-    it would replace a run unasked, or files that are not a run's."""
-    is_run = checkpoint_path(out_dir).exists()
-    if is_run and not overwrite:
-        raise SJCError(f"{out_dir} already holds a run: continue it with 'sjc resume {out_dir}', "
-                       f"or pass --overwrite or another --out-dir")
-    clash = [] if is_run or overwrite else files_a_run_would_replace(out_dir)
-    if clash:
-        raise SJCError(f"{out_dir} is not a run folder but holds files a run writes ({', '.join(clash[:3])}"
-                       f"{', …' if len(clash) > 3 else ''}): choose another --out-dir, or pass --overwrite to replace them")
-    return is_run
-
-
-def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None, device: Optional[str] = None,
-             field_only: bool = False) -> Run:
-    """Rebuild a run from its folder's config.json and (if restore) its checkpoint; `prior` as in generate.
-
-    device: where to load it instead of the config's --device; field_only: restore the field alone, not the
-    optimiser and random streams a resume needs, on the CPU if the run's GPU is not here (so a run trained on a
-    GPU renders and exports on a CPU).
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise SJCError(f"no run folder at {run_dir}: give the folder that sjc generate wrote (e.g. outputs/a-blue-sphere)")
-    if not (run_dir / CONFIG_NAME).is_file():
-        raise SJCError(f"{run_dir} holds no {CONFIG_NAME}: it is not an sjc run folder")
-    cfg = RunConfig.load(run_dir / CONFIG_NAME)
-    if cfg.optim.polish_steps is None:   # a run written before the appearance polish existed: resumed without it
-        cfg.optim.polish_steps = 0
-    cfg.guidance.polish_follows_sjc()    # written before the polish had its own scale and K: it used the SJC steps'
-    try:
-        cfg.validate()
-    except SJCError as e:
-        raise SJCError(f"the run config in {run_dir} is invalid: {e}") from None
-    gpu_run_here = cfg.output.device.startswith("cuda") and not torch.cuda.is_available()
-    if device is not None:
-        cfg.output.device = device
-    elif field_only and gpu_run_here:   # rendering or exporting a GPU run on a CPU machine
-        cfg.output.device = "cpu"
-    elif restore and gpu_run_here:
-        raise SJCError(f"{run_dir} was trained with --device {cfg.output.device}, where its optimiser and random "
-                       f"streams belong: resume it where a CUDA GPU is visible (render and export work anywhere)")
-    run = build_run(cfg, prior)
-    if restore:
-        resume_from(run, run_dir, field_only)
-    return run
-
-
-def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None,
-           prior: Optional[Prior] = None, output: Optional[dict] = None) -> tuple[Path, dict]:
-    """Continue an interrupted (or finished, with more --steps) run exactly where its checkpoint left off;
-    `output` changes what it writes and how often (OutputConfig fields), never what it computes."""
-    run_dir = Path(run_dir)
-    with ExitStack() as held:
-        if (run_dir / CONFIG_NAME).is_file():   # held before its model loads
-            held.enter_context(folder_lock(run_dir, RUN_WRITER))
-        run = load_run(run_dir, prior=prior)   # (which says what is wrong with a folder that is not a run)
-        prepare_out_dir(run_dir, None)
-        held.enter_context(run_on_disk(run_dir))
-    more_steps = steps is not None and steps != run.cfg.optim.steps
-    if more_steps:
-        if run.step > run.cfg.optim.steps:   # its config could no longer say what it did: polish, then more SJC steps
-            raise SJCError(f"this run has begun its appearance polish (step {run.step}, after {run.cfg.optim.steps} "
-                           f"SJC steps), so it cannot take more --steps; start a new run with --steps {steps}")
-        if steps < run.step:
-            raise SJCError(f"--steps must be at least {run.step}, the step this run has already reached")
-        run.cfg.optim.steps = steps
-    for k, v in (output or {}).items():
-        setattr(run.cfg.output, k, v)
-    if more_steps or output:
-        run.cfg.validate()
-        run.cfg.save(run_dir / CONFIG_NAME)
-    before = _read_json(run_dir / "metrics.json")
-    train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir))
-    if run.timings.get("steps_run") == 0 and before:   # a finished run, finalised again: keep its timings
-        run.timings.update({k: before[k] for k in ("train_seconds", "steps_run", "seconds_per_step") if k in before})
-    return run_dir, finalize(run, run_dir)
 
 
 def _read_json(path: Path) -> dict:

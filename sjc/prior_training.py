@@ -21,9 +21,11 @@ from typing import Optional
 import torch
 
 from . import toyworld
-from .atomic import atomic_path, folder_lock, write_text
+from .atomic import atomic_path, write_text
 from .cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme, sample_train_cameras
 from .errors import SJCError
+from .run_folder import RunFolder
+from .settings import setting
 
 # One combination per shape, every one in a different colour; all other 63 combinations are trained.
 HELD_OUT: tuple[tuple[str, str], ...] = (
@@ -49,14 +51,19 @@ def captions(shape: str, colour: str, views: ViewScheme = REFERENCE_VIEWS) -> li
 @dataclass
 class DatasetConfig:
     """Rendered views per shape; colours are applied at training time (images are linear in albedo)."""
-    views: int = 2000          # random cameras per shape
-    resolution: int = 32       # image size (pixels per side)
-    fov_min: float = 45.0      # field of view range of the cameras (degrees)
-    fov_max: float = 60.0
-    elev_min: float = -6.0     # elevation range of the cameras (degrees)
-    elev_max: float = 90.0
-    radius: float = 1.5        # camera distance from the object's centre
-    seed: int = 0              # camera draw
+    views: int = setting(2000, "random cameras per shape", min=1)
+    resolution: int = setting(32, "image size (pixels per side)", min=8)
+    fov_min: float = setting(45.0, "lower end of the cameras' field of view (degrees)", gt=0, lt=180)
+    fov_max: float = setting(60.0, "upper end of the cameras' field of view (degrees)", gt=0, lt=180)
+    elev_min: float = setting(-6.0, "lowest camera elevation (degrees)", min=-90, max=90)
+    elev_max: float = setting(90.0, "highest camera elevation (degrees)", min=-90, max=90)
+    radius: float = setting(1.5, "camera distance from the object's centre", gt=0)
+    seed: int = setting(0, "camera draw", min=0, lt=2 ** 63)
+
+    def relations(self):
+        return [(self.fov_min <= self.fov_max, f"need --fov-min <= --fov-max, got {self.fov_min} and {self.fov_max}"),
+                (self.elev_min <= self.elev_max, f"need --elev-min <= --elev-max, got {self.elev_min} and "
+                                                 f"{self.elev_max}")]
 
 
 def build_dataset(cfg: DatasetConfig, out: Path, progress: bool = True) -> Path:
@@ -136,18 +143,29 @@ def word_tokenizer(folder: Path, max_length: int = 16, views: ViewScheme = REFER
 
 
 @dataclass
-class ModelConfig:
+class UNetConfig:
     """Architecture of the learned toy prior."""
-    resolution: int = 32
-    channels: tuple = (48, 96, 192)   # U-Net block widths (cross-attention in the lowest-resolution blocks)
-    norm_groups: int = 16         # GroupNorm groups (every width must be a multiple)
-    text_width: int = 64
-    text_layers: int = 2
-    prediction_type: str = "v_prediction"
-    views: str = "fine-bands"     # view-prompt scheme of the captions (sjc.cameras.VIEW_SCHEMES)
+    resolution: int = setting(32, "image size (the dataset's)", cli=False)
+    channels: tuple[int, ...] = setting((48, 96, 192), "U-Net block widths (cross-attention in the lowest-resolution "
+                                                        "blocks)", min=1)
+    norm_groups: int = setting(16, "GroupNorm groups; every width a multiple", min=1)
+    text_width: int = setting(64, "text encoder width, a multiple of 4")
+    text_layers: int = setting(2, "text encoder layers")
+    prediction_type: str = setting("v_prediction", "what the U-Net predicts", choices=("epsilon", "v_prediction"))
+    views: str = setting("fine-bands", "view-prompt scheme of the captions: reference (front, side, back, overhead), "
+                                       "fine (45° sectors, left and right apart) or fine-bands (fine + low/mid/top: the "
+                                       "shipped model's)", choices=tuple(VIEW_SCHEMES))
+
+    def relations(self):
+        return [(self.text_width >= 4 and self.text_width % 4 == 0 and self.text_layers >= 1,   # 4 attention heads
+                 f"need --text-width a positive multiple of 4 and --text-layers >= 1, got {self.text_width} and "
+                 f"{self.text_layers}"),
+                (all(c % self.norm_groups == 0 for c in self.channels),
+                 f"every --channels width must be a multiple of --norm-groups {self.norm_groups}, got "
+                 f"{' '.join(map(str, self.channels))}")]
 
 
-def build_model(cfg: ModelConfig, tok_folder: Path, seed: int = 0):
+def build_model(cfg: UNetConfig, tok_folder: Path, seed: int = 0):
     """(unet, text_encoder, tokenizer, scheduler), randomly initialised."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -206,22 +224,29 @@ def save_pipeline(folder: Path, unet, text_encoder, tokenizer, scheduler, views:
 @dataclass
 class TrainConfig:
     """Denoising score matching on the toy world (the defaults are the shipped model's recipe)."""
-    steps: int = 7000             # optimiser steps
-    batch: int = 64               # images per step
-    lr: float = 5e-4              # AdamW's peak learning rate
-    warmup: int = 200             # steps of linear learning-rate warm-up (0: none), then a cosine decay to 0
-    ema_decay: float = 0.999      # decay of the weights' exponential moving average (the saved model)
-    cond_dropout: float = 0.1     # share of empty captions (classifier-free guidance)
-    view_caption: float = 0.8     # share of the remaining captions with a view prefix
-    checkpoint_every: int = 250   # state.pt every N steps (the run resumes from it)
-    sample_every: int = 1000      # a samples grid every N steps
-    log_every: int = 10           # loss.csv gets the mean loss of every log_every steps
-    seed: int = 0                 # initialisation, batches and timesteps
-    threads: int = 0              # torch CPU threads (0: torch's default)
-    init: str = ""                # start from this model folder's weights (fine-tuning; "" = random init)
-    timestep_power: float = 1.0   # t = ⌊T·u^p⌋, u uniform: 1 is uniform, p > 1 spends more steps at small σ
-    precision: str = "bfloat16"   # the forward pass: float32, or bfloat16 under autocast (the weights stay float32)
-    weights_dtype: str = "float16"   # dtype of the saved model's weights: float32, or float16 (half the size)
+    steps: int = setting(7000, "optimiser steps", min=1)
+    batch: int = setting(64, "images per step", min=1)
+    lr: float = setting(5e-4, "AdamW's peak learning rate", gt=0)
+    warmup: int = setting(200, "steps of linear learning-rate warm-up (0: none), then a cosine decay to 0", min=0)
+    ema_decay: float = setting(0.999, "decay of the weights' exponential moving average (the saved model)", min=0, lt=1)
+    cond_dropout: float = setting(0.1, "share of empty captions (classifier-free guidance)", min=0, max=1)
+    view_caption: float = setting(0.8, "share of the remaining captions with a view prefix", min=0, max=1)
+    checkpoint_every: int = setting(250, "state.pt every N steps (the run resumes from it)", min=1)
+    sample_every: int = setting(1000, "a samples grid every N steps", min=1)
+    log_every: int = setting(10, "loss.csv gets the mean loss of every log_every steps", min=1)
+    seed: int = setting(0, "initialisation, batches and timesteps", min=0, lt=2 ** 63)
+    threads: int = setting(0, "torch CPU threads (0: torch's default)", min=0)
+    init: str = setting("", 'start from this model folder\'s weights (fine-tuning; "" = random init)')
+    timestep_power: float = setting(1.0, "t = ⌊T·u^p⌋, u uniform: 1 is uniform, p > 1 spends more steps at small σ",
+                                    gt=0)
+    precision: str = setting("bfloat16", "the forward pass: float32, or bfloat16 under autocast (the weights stay "
+                                         "float32)", choices=("float32", "bfloat16"))
+    weights_dtype: str = setting("float16", "dtype of the saved model's weights: float32, or float16 (half the size)",
+                                 choices=("float32", "float16"))
+
+    def relations(self):
+        return [(not self.init or (Path(self.init) / "unet").is_dir(),
+                 f"--init {self.init}: not a toy prior folder (it has no unet/); give e.g. sjc/weights/toy32")]
 
 
 class CaptionTable:
@@ -346,7 +371,7 @@ def precision_warning(precision: str) -> Optional[str]:
             "the shipped one)")
 
 
-def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optional[ModelConfig] = None,
+def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optional[UNetConfig] = None,
                 progress: bool = True, stop_after: Optional[int] = None) -> Optional[Path]:
     """Train (or resume) the toy prior in `out`; writes state.pt, loss.csv, samples/, and the EMA model in model/.
 
@@ -354,12 +379,14 @@ def train_prior(data_path: Path, out: Path, cfg: TrainConfig, model_cfg: Optiona
     model folder, or None when stopped early.
     """
     dataset_file(data_path)   # a missing dataset fails before any folder is made
-    out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out, "sjc prior train"):   # two trainings in one folder would overwrite each other's state
+    # One writer per folder (two trainings would overwrite each other's state), a failed write or Ctrl-C one line.
+    with RunFolder(out, "sjc prior train", checkpoint=out / "state.pt", step_of=None,
+                   resume="the same sjc prior train command", what="the training") as folder:
+        folder.create("--out")
         return _train_prior(load_dataset(data_path), out, cfg, model_cfg, progress, stop_after)
 
 
-def _train_prior(data: dict, out: Path, cfg: TrainConfig, model_cfg: Optional[ModelConfig],
+def _train_prior(data: dict, out: Path, cfg: TrainConfig, model_cfg: Optional[UNetConfig],
                  progress: bool, stop_after: Optional[int]) -> Optional[Path]:
     """train_prior's work, with its folder held."""
     from tqdm import tqdm
@@ -368,7 +395,7 @@ def _train_prior(data: dict, out: Path, cfg: TrainConfig, model_cfg: Optional[Mo
         torch.set_num_threads(cfg.threads)
     if warning := precision_warning(cfg.precision):
         print(warning, file=sys.stderr)
-    model_cfg = replace(model_cfg or ModelConfig(), resolution=data["shaded"].shape[-1])   # the data's image size
+    model_cfg = replace(model_cfg or UNetConfig(), resolution=data["shaded"].shape[-1])   # the data's image size
     unet, text_encoder, tokenizer, scheduler = build_model(model_cfg, out / "tokenizer", cfg.seed)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -385,7 +412,7 @@ def _train_prior(data: dict, out: Path, cfg: TrainConfig, model_cfg: Optional[Mo
             raise SJCError(f"{out} holds a training run on another dataset ({st['data']['config']}); resume it with "
                            f"that run's --data, or use a new --out")
         same = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
-        if _as_saved(st["train"], TrainConfig, same) != same or _as_saved(st["model"], ModelConfig, asdict(model_cfg)) \
+        if _as_saved(st["train"], TrainConfig, same) != same or _as_saved(st["model"], UNetConfig, asdict(model_cfg)) \
                 != asdict(model_cfg):
             raise SJCError(f"{out} holds a training run with another configuration; resume it with the same "
                            f"flags (see {out / 'config.json'}) or use a new --out")

@@ -1,4 +1,9 @@
-"""Regularisers on the rendered weights and depth."""
+"""Regularisers on the rendered weights and depth.
+
+The emptiness loss's sum over the samples is taken by the renderer as it renders (`emptiness_sum` from the
+weights it composited, or its twin inside the fused C++ pass, which never materialises them); a render carries
+it as RenderOutput.emptiness, and `rendered_emptiness` turns it into the loss.
+"""
 from __future__ import annotations
 
 import torch
@@ -12,6 +17,11 @@ def emptiness_sum(weights: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
 def emptiness_loss(weights: torch.Tensor, n_samples: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
     """Mean over the ray samples inside the box of log(1 + scale·w); `weights` may omit samples whose w is 0."""
     return emptiness_sum(weights, scale) / n_samples.clamp_min(1)
+
+
+def rendered_emptiness(out) -> torch.Tensor:
+    """The emptiness loss of a render (a RenderOutput): its renderer's Σ log(1 + s·w) over its samples inside the box."""
+    return out.emptiness / out.n_samples.clamp_min(1)
 
 
 def emptiness_weight(base: float, step: int, switch_step: int, mult: float) -> float:

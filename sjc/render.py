@@ -1,115 +1,55 @@
-"""Differentiable volume rendering as pure tensor functions: the dense reference, the packed and the fast renderer."""
+"""The renderers: the dense reference, the packed one (occupancy grid, early termination) and the fused C++ one
+(sjc.fused), resolved once per run into a `Renderer`, and `render`, which renders a batch of views with one.
+
+Every renderer takes rays and returns a RayBatch with the same fields, the emptiness regulariser's sum among
+them: the dense and packed renderers take it with regularizers.emptiness_sum from their weights, the fused one
+in its own pass (its twin in C++), with the scale the Renderer was resolved with.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Callable, Optional
 
 import torch
 
+from . import fused
 from .cameras import Cameras, camera_rays
+from .errors import SJCError
 from .regularizers import emptiness_sum
-
-
-def ray_box_intersect(o: torch.Tensor, d: torch.Tensor, lo: float = -1.0, hi: float = 1.0):
-    """Slab test: entry and exit distances (R,) of rays with the box [lo, hi]^3; t_near ≥ 0, miss ⇔ t_far ≤ t_near."""
-    inv = 1.0 / torch.where(d.abs() < 1e-9, torch.full_like(d, 1e-9), d)
-    t0, t1 = (lo - o) * inv, (hi - o) * inv
-    t_near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)
-    t_far = torch.maximum(t0, t1).amin(-1)
-    return t_near, torch.maximum(t_far, t_near)
-
-
-def max_samples(step: float) -> int:
-    """Samples per ray that cover the box's longest chord (2√3) at the given spacing."""
-    return int(math.ceil(2 * math.sqrt(3) / step)) + 1
-
-
-def samples_inside(t_near: torch.Tensor, t_far: torch.Tensor, step: float, n_samples: int) -> torch.Tensor:
-    """How many of uniform_samples' distances lie before t_far, per ray (its validity mask, counted)."""
-    return ((t_far - t_near) / step - 0.5).ceil().clamp_(0, n_samples).long()
-
-
-def uniform_samples(t_near: torch.Tensor, t_far: torch.Tensor, step: float, n_samples: int):
-    """Evenly spaced sample distances (R, S) starting half a step inside the box, and their validity mask."""
-    i = torch.arange(n_samples, device=t_near.device, dtype=t_near.dtype)
-    t = t_near[:, None] + (i + 0.5) * step
-    return t, t < t_far[:, None]
-
-
-def compositing_weights(density: torch.Tensor, delta: float | torch.Tensor) -> torch.Tensor:
-    """w_i = α_i · T_i with transmittance T_i = exp(−Σ_{j<i} σ_j δ_j), along the last axis."""
-    tau = density * delta
-    trans = torch.exp(-(torch.cumsum(tau, -1) - tau))
-    return (1.0 - torch.exp(-tau)) * trans
-
-
-def segment_exclusive_cumsum(x: torch.Tensor, ray_idx: torch.Tensor, n_rays: int) -> torch.Tensor:
-    """Σ of the earlier entries of the same ray for packed samples (P,) sorted by ray; float64 inside."""
-    cs = torch.cumsum(x.double(), 0) - x.double()                  # exclusive, over all rays
-    counts = torch.bincount(ray_idx, minlength=n_rays)
-    first = torch.cumsum(counts, 0) - counts                       # index of each ray's first sample
-    return (cs - cs[first.clamp_max(max(x.shape[0] - 1, 0))][ray_idx]).to(x.dtype)
-
-
-class RayBatch(NamedTuple):
-    """What a renderer returns for a batch of rays (R of them)."""
-    rgb: torch.Tensor                      # (R, C) colour before the background
-    opacity: torch.Tensor                  # (R,) Σ w
-    depth: torch.Tensor                    # (R,) Σ w·t + (1 − Σ w)·far
-    weights: Optional[torch.Tensor]        # every evaluated sample's w (None where never materialised)
-    n_inside: torch.Tensor                 # samples inside the box (the emptiness loss's denominator)
-    n_evaluated: torch.Tensor              # samples whose density was evaluated
-    emptiness: Optional[torch.Tensor] = None   # Σ log(1 + s·w), where the renderer sums it itself
-
-
-@dataclass
-class RenderOutput:
-    """A rendered batch: image (B, C, H, W), opacity and depth (B, 1, H, W), the emptiness sum and sample counts.
-
-    emptiness is Σ log(1 + s·w) over the samples (the emptiness loss's numerator, differentiable);
-    n_samples counts the samples inside the box (its denominator) and n_evaluated those whose density
-    was computed. weights holds every evaluated sample's w (dense: (R, S), zero outside the box; packed:
-    only the evaluated samples; fused: None, never materialised).
-    """
-    image: torch.Tensor
-    opacity: torch.Tensor
-    depth: torch.Tensor
-    weights: Optional[torch.Tensor]
-    n_samples: torch.Tensor
-    emptiness: torch.Tensor
-    n_evaluated: torch.Tensor
-
-
-def sample_step(grid_size: int, step_ratio: float) -> float:
-    """Sample spacing in world units: step_ratio voxels of the [-1, 1] box."""
-    return 2.0 / (grid_size - 1) * step_ratio
+from .volrend import (EARLY_STOP_TRANSMITTANCE, RayBatch, RenderOutput, accumulate_along_rays, compositing_weights,
+                      max_samples, ray_box_intersect, sample_step, samples_inside, segment_exclusive_cumsum,
+                      uniform_samples)
 
 
 def dense_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weight_threshold: float = 1e-4,
-                      far_depth: float = 10.0):
-    """The straightforward renderer: every sample's density, colour only where w > threshold.
+                      far_depth: float = 10.0, occupancy=None, emptiness_scale: float = 10.0) -> RayBatch:
+    """The straightforward renderer: every sample's density, colour only where w > threshold (no occupancy).
 
-    Returns a RayBatch with weights (R, S), zero outside the box.
+    Returns weights (R, S), zero outside the box.
     """
     t_near, t_far = ray_box_intersect(o, d)
     t, valid = uniform_samples(t_near, t_far, step, max_samples(step))
     pts = o[:, None, :] + t[..., None] * d[:, None, :]
     sigma = field.density(pts.reshape(-1, 3)).view(t.shape) * valid
-    w = compositing_weights(sigma, step)
+    w = compositing_weights(sigma * step)
     keep = (w > weight_threshold).detach()
     if o.is_cuda:
         # On a GPU, look colour up everywhere and mask: a gather by nonzero() would stall on the host.
         col = field.colour(pts.reshape(-1, 3)).view(*t.shape, -1)
-        rgb = ((w * keep)[..., None] * col).sum(1)
+        rgb = accumulate_along_rays((w * keep)[..., None] * col)
     else:
         ray_idx, smp_idx = keep.nonzero(as_tuple=True)
         col = field.colour(pts[ray_idx, smp_idx])
-        rgb = torch.zeros(o.shape[0], col.shape[1], device=o.device, dtype=col.dtype)
-        rgb = rgb.index_add(0, ray_idx, w[ray_idx, smp_idx, None] * col)
-    opacity = w.sum(-1)
-    depth = (w * t).sum(-1) + (1 - opacity) * far_depth
-    return RayBatch(rgb, opacity, depth, w, valid.sum(), w.new_full((), w.numel(), dtype=torch.long))   # all R·S evaluated; no host→device copy (a sync on CUDA)
+        rgb = accumulate_along_rays(w[ray_idx, smp_idx, None] * col, ray_idx, o.shape[0])
+    opacity = accumulate_along_rays(w)
+    depth = accumulate_along_rays(w * t) + (1 - opacity) * far_depth
+    # all R·S evaluated; a tensor made on the device (a host→device copy would sync on CUDA)
+    return RayBatch(rgb, opacity, depth, w, valid.sum(), w.new_full((), w.numel(), dtype=torch.long),
+                    emptiness_sum(w, emptiness_scale))
+
+
+# ------------------------------------------------------------------------------------------ occupancy
 
 
 @torch.no_grad()
@@ -188,12 +128,10 @@ def occupied_samples(o, d, t_near, t_far, step: float, n_samples: int, fine: tor
     return ray_idx[ok], t[ok], pts[ok], n_valid
 
 
-EARLY_STOP_TRANSMITTANCE = 1e-4   # samples behind this much opacity are dropped (their w sums to less)
-
-
 def packed_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, weight_threshold: float = 1e-4,
-                       far_depth: float = 10.0, occupancy: tuple | None = None, early_stop: bool = True):
-    """The fast renderer: the dense renderer's samples, but only those inside the box and in occupied cells.
+                       far_depth: float = 10.0, occupancy: tuple | None = None, emptiness_scale: float = 10.0,
+                       early_stop: bool = True) -> RayBatch:
+    """The dense renderer's samples, but only those inside the box and in occupied cells.
 
     Samples are packed (no padding), composited per ray with a segmented cumulative sum, and colour is
     looked up only where w > threshold. Early ray termination: a gradient-free density pass finds where
@@ -202,7 +140,7 @@ def packed_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, wei
     """
     fine, coarse = occupancy if occupancy is not None else (None, None)
     if fine is None or bool(coarse.all()):
-        return dense_render_rays(field, o, d, step, weight_threshold, far_depth)
+        return dense_render_rays(field, o, d, step, weight_threshold, far_depth, emptiness_scale=emptiness_scale)
     n_rays = o.shape[0]
     t_near, t_far = ray_box_intersect(o, d)
     ray_idx, t, pts, n_valid = occupied_samples(o, d, t_near, t_far, step, max_samples(step), fine, coarse)
@@ -212,62 +150,61 @@ def packed_render_rays(field, o: torch.Tensor, d: torch.Tensor, step: float, wei
             alive = (segment_exclusive_cumsum(tau0, ray_idx, n_rays) < -math.log(EARLY_STOP_TRANSMITTANCE))
             alive = alive.nonzero(as_tuple=True)[0]
         ray_idx, t, pts = ray_idx[alive], t[alive], pts[alive]
-    tau = field.density(pts) * step
-    trans = torch.exp(-segment_exclusive_cumsum(tau, ray_idx, n_rays))
-    w = (1.0 - torch.exp(-tau)) * trans
+    w = compositing_weights(field.density(pts) * step, ray_idx, n_rays)
     keep = (w > weight_threshold).detach().nonzero(as_tuple=True)[0]
     col = field.colour(pts[keep])
-    rgb = torch.zeros(n_rays, col.shape[1], device=o.device, dtype=col.dtype).index_add(0, ray_idx[keep], w[keep, None] * col)
-    opacity = torch.zeros(n_rays, device=o.device, dtype=w.dtype).index_add(0, ray_idx, w)
-    depth = torch.zeros_like(opacity).index_add(0, ray_idx, w * t) + (1 - opacity) * far_depth
-    return RayBatch(rgb, opacity, depth, w, n_valid, w.new_full((), w.shape[0], dtype=torch.long))
+    rgb = accumulate_along_rays(w[keep, None] * col, ray_idx[keep], n_rays)
+    opacity = accumulate_along_rays(w, ray_idx, n_rays)
+    depth = accumulate_along_rays(w * t, ray_idx, n_rays) + (1 - opacity) * far_depth
+    return RayBatch(rgb, opacity, depth, w, n_valid, w.new_full((), w.shape[0], dtype=torch.long),
+                    emptiness_sum(w, emptiness_scale))
 
 
-def fast_render_rays(field, o, d, step, weight_threshold=1e-4, far_depth=10.0, occupancy=None, emptiness_scale=10.0):
-    """The fastest renderer here: on CPU the fused C++ kernel (else the packed one); on CUDA the dense one,
-    whose step has no host synchronisation (packing needs nonzero(), which waits for the GPU)."""
-    if o.device.type != "cpu":
-        return dense_render_rays(field, o, d, step, weight_threshold, far_depth)
-    from . import fused
-    if o.dtype == torch.float32 and fused.available():
-        return fused.fused_render_rays(field, o, d, step, weight_threshold, far_depth, occupancy, emptiness_scale)
-    return packed_render_rays(field, o, d, step, weight_threshold, far_depth, occupancy)
+# ------------------------------------------------------------------------------------------ the run's renderer
 
 
-def _fused(*args, **kwargs):
-    """The fused C++ renderer (sjc.fused imports this module, so it is looked up on call)."""
-    from .fused import fused_render_rays
-    return fused_render_rays(*args, **kwargs)
+RENDERERS: dict[str, Callable[..., RayBatch]] = {"fused": fused.fused_render_rays, "packed": packed_render_rays,
+                                                 "dense": dense_render_rays}
 
 
-# names listed in config.RENDERER_NAMES; "fast" picks fused or packed
-RENDERERS = {"fast": fast_render_rays, "fused": _fused, "packed": packed_render_rays, "dense": dense_render_rays}
-OCCUPANCY_RENDERERS = ("fast", "fused", "packed")
-EMPTINESS_RENDERERS = ("fast", "fused")   # those that can sum the emptiness regulariser in their own pass
+@dataclass(frozen=True)
+class Renderer:
+    """A renderer as resolved for a run: its name, its ray function, whether it skips by the field's occupancy
+    grid, and the emptiness scale s of the regulariser's sum Σ log(1 + s·w) it takes."""
+    name: str
+    rays: Callable[..., RayBatch]
+    occupancy: bool
+    emptiness_scale: float = 10.0
 
 
-def uses_occupancy(renderer: str, device: torch.device) -> bool:
-    """Whether a renderer skips by the occupancy grid on this device (fast is the dense renderer on CUDA)."""
-    return renderer in OCCUPANCY_RENDERERS and not (renderer == "fast" and device.type != "cpu")
+def resolve_renderer(name: str, device, emptiness_scale: float = 10.0) -> Renderer:
+    """'fast' → fused on the CPU (packed where the C++ kernels cannot be built), dense on CUDA, whose step then
+    has no host synchronisation (packing needs nonzero(), which waits for the GPU); other names as they are."""
+    device = torch.device(device)
+    if name == "fast":
+        name = "dense" if device.type != "cpu" else "fused" if fused.available() else "packed"
+    if name not in RENDERERS:
+        raise SJCError(f"unknown --renderer {name!r}; choose one of fast, {', '.join(RENDERERS)}")
+    if name == "fused" and (device.type != "cpu" or not fused.available()):
+        why = "runs on the CPU only" if device.type != "cpu" else "could not be built on this machine"
+        raise SJCError(f"--renderer fused: the fused C++ renderer {why}; use --renderer fast, packed or dense")
+    return Renderer(name, RENDERERS[name], name != "dense", emptiness_scale)
 
 
-def render(field, cams: Cameras, height: int, width: int, step_ratio: float = 0.5, weight_threshold: float = 1e-4,
-           far_depth: float = 10.0, renderer: str = "dense", subpixel: int = 1, chunk: int | None = None,
-           emptiness_scale: float = 10.0) -> RenderOutput:
+def render(field, cams: Cameras, height: int, width: int, renderer: Renderer | str = "dense", step_ratio: float = 0.5,
+           weight_threshold: float = 1e-4, far_depth: float = 10.0, subpixel: int = 1,
+           chunk: Optional[int] = None) -> RenderOutput:
     """Render a batch of views; subpixel > 1 averages s×s rays per output pixel (the 'subpixel' final render)."""
+    if isinstance(renderer, str):
+        renderer = resolve_renderer(renderer, field.density_raw.device)
     o, d = camera_rays(cams, height, width, subpixel)
     b, hs, ws, _ = o.shape
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
-    fn = RENDERERS[renderer]
-    kw = {"occupancy": field.occupancy_grid()} if renderer in OCCUPANCY_RENDERERS else {}
-    if renderer in EMPTINESS_RENDERERS:
-        kw["emptiness_scale"] = emptiness_scale
+    occupancy = field.occupancy_grid() if renderer.occupancy else None
     step = sample_step(field.grid_size, step_ratio)
     chunk = chunk or o.shape[0]
-    outs = [fn(field, o[i:i + chunk], d[i:i + chunk], step, weight_threshold, far_depth, **kw)
-            for i in range(0, o.shape[0], chunk)]
-    outs = [x if x.emptiness is not None else x._replace(emptiness=emptiness_sum(x.weights, emptiness_scale))
-            for x in outs]
+    outs = [renderer.rays(field, o[i:i + chunk], d[i:i + chunk], step, weight_threshold, far_depth, occupancy,
+                          renderer.emptiness_scale) for i in range(0, o.shape[0], chunk)]
     if len(outs) == 1:
         rgb, opacity, depth, w, n_valid, n_eval, empty = outs[0]
     else:

@@ -66,7 +66,7 @@ def test_sd_prior_default_sigma_range_is_the_reference(tiny):
     lo, hi = p.default_train_sigmas()[[0, -1]].tolist()
     assert lo == pytest.approx(0.098, abs=1e-3) and hi == pytest.approx(12.23, abs=0.01)
     assert p.default_train_sigmas().numel() == 1000 - 40
-    assert p.shape == (4, 8, 8) and not p.pixel_space and p.sjc_guidance == 100.0 and p.default_guidance == 7.5
+    assert p.shape == (4, 8, 8) and not p.pixel_space and p.merged_defaults()["guidance_scale"] == 100.0 and p.sampling_guidance_scale == 7.5
 
 
 def test_vp_noise_is_ve_noise_rescaled():
@@ -261,7 +261,7 @@ def test_sample2d_from_every_prior_kind(tiny, tmp_path, capsys):
         w, h = Image.open(out).size
         assert (w, h) == ((32, 16) if key.startswith("sd") else (16, 8))   # 2 samples side by side
     assert main(["sample2d", "a red cube", "--n", "0", "--out", str(tmp_path / "x.png")]) == 2
-    assert "must be positive" in capsys.readouterr().err
+    assert "--n must be a positive number" in capsys.readouterr().err
 
 
 def test_sample2d_takes_generates_model_flags(tiny, tmp_path, monkeypatch):

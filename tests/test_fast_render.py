@@ -190,7 +190,8 @@ def test_random_fields_within_the_stated_tolerance(seed, fast):
 def test_trained_field_within_the_stated_tolerance(fast):
     """A field optimised for 150 steps (closed-form prior, emptiness 1e4) renders the same with both renderers."""
     from sjc.config import RunConfig
-    from sjc.train import build_run, train
+    from sjc.build import build_run
+    from sjc.train import train
     cfg = RunConfig(prompt="a red cube", prior="closed-form")
     cfg.field.grid_size, cfg.render.resolution, cfg.optim.steps = 24, 16, 150
     cfg.reg.emptiness_weight = 1e4
@@ -206,8 +207,11 @@ def test_trained_field_within_the_stated_tolerance(fast):
 
 
 def test_occupancy_is_refreshed_only_for_renderers_that_skip_by_it():
-    from sjc.render import uses_occupancy
+    from sjc.render import resolve_renderer
     cpu, cuda = torch.device("cpu"), torch.device("cuda")   # a device object needs no GPU
+
+    def uses_occupancy(name, device):   # as the run's renderer is resolved once, when the run is built
+        return resolve_renderer(name, device).occupancy
     assert uses_occupancy("fast", cpu) and uses_occupancy("fused", cpu) and uses_occupancy("packed", cuda)
     assert not uses_occupancy("fast", cuda)   # fast is the dense renderer on CUDA
     assert not uses_occupancy("dense", cpu)
@@ -228,7 +232,7 @@ def test_bench_toy_config_is_the_default_run():
     """`sjc bench`'s toy configuration trains the learned prior's default run (its step count, not a fixed one)."""
     from sjc.bench import _bench_run, bench_renderers
     from sjc.config import RunConfig
-    from sjc.train import build_run
+    from sjc.build import build_run
 
     default = build_run(RunConfig(prompt="a blue sphere")).cfg
     assert _bench_run("toy", "fast", None).cfg.optim.steps == default.optim.steps
@@ -245,7 +249,7 @@ def test_build_lock_of_a_killed_build_is_removed_and_a_fresh_one_waited_for(tmp_
     import threading
     import time
 
-    from sjc.fused import wait_for_build_lock
+    from sjc.kernels import wait_for_build_lock
 
     lock = tmp_path / "lock"
     wait_for_build_lock(lock)                     # no lock: returns at once
@@ -264,7 +268,7 @@ def test_first_build_is_announced_on_a_terminal_only(tmp_path, monkeypatch, caps
     """A build from scratch says why the first run pauses (on a terminal); a cached build, or a log, hears nothing."""
     import torch.utils.cpp_extension as cpp
 
-    from sjc import fused
+    from sjc import kernels as fused
 
     built = []
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
@@ -284,7 +288,7 @@ def test_first_build_is_announced_on_a_terminal_only(tmp_path, monkeypatch, caps
 
 def test_build_names_are_unique_to_the_checkout_and_the_cpu(tmp_path, monkeypatch):
     """Two checkouts get their own build folders (one cache, no rebuilds as they take turns); one checkout keeps its own."""
-    from sjc.fused import _cpu_signature, build_attempts
+    from sjc.kernels import _cpu_signature, build_attempts
 
     a, b = tmp_path / "a" / "csrc", tmp_path / "b" / "csrc"
     names_a, names_b = [n for n, _, _ in build_attempts(a)], [n for n, _, _ in build_attempts(b)]

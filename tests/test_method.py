@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from sjc.guidance import GRADIENTS, naive, paas, sample_sigma, sds
-from sjc.priors import ClosedFormPrior, load_prior, train_sigmas
+from sjc.priors import ClosedFormPrior, load_prior
 from sjc.priors.base import Prior
 from sjc.priors.closed_form import mmse_denoise
 from sjc.errors import SJCError
@@ -103,12 +103,12 @@ def test_sigma_tables_and_sampling():
     prior = ClosedFormPrior(resolution=8)
     s = prior.sigmas
     assert (s[1:] > s[:-1]).all()
-    default = train_sigmas(prior)
+    default = prior.train_sigmas()
     assert default.min() >= prior.sigma_range[0] and default.max() <= prior.sigma_range[1]
-    sub = train_sigmas(prior, 0.5, 1.0)
+    sub = prior.train_sigmas(0.5, 1.0)
     assert sub.min() >= 0.5 and sub.max() <= 1.0 and sub.numel() > 10
     with pytest.raises(SJCError, match="no σ"):
-        train_sigmas(prior, 100.0, 200.0)
+        prior.train_sigmas(100.0, 200.0)
     g = torch.Generator().manual_seed(0)
     draws = torch.stack([sample_sigma(sub, g) for _ in range(2000)])
     assert set(draws.tolist()) <= set(sub.tolist())
@@ -169,7 +169,7 @@ def test_view_scheme_selects_the_closed_form_images_and_the_prompts():
 
 def test_view_scheme_errors():
     from sjc.config import RunConfig
-    from sjc.train import build_run
+    from sjc.build import build_run
     cfg = RunConfig(prompt="a red cube")
     cfg.guidance.view_scheme = "sideways"
     with pytest.raises(SJCError, match="unknown --view-scheme 'sideways'; choose one of reference, fine"):
@@ -261,7 +261,9 @@ def test_sjc_step_descends_the_emptiness_loss_as_the_regulariser_defines_it(rend
     from sjc.cameras import sample_train_cameras
     from sjc.config import RunConfig
     from sjc.regularizers import emptiness_loss
-    from sjc.train import build_run, sjc_step
+    from sjc.build import build_run
+    from sjc.render import resolve_renderer
+    from sjc.train import sjc_step
 
     cfg = RunConfig(prompt="a red cube", prior="closed-form")
     cfg.field.grid_size, cfg.render.resolution, cfg.render.renderer = 12, 8, renderer
@@ -278,7 +280,7 @@ def test_sjc_step_descends_the_emptiness_loss_as_the_regulariser_defines_it(rend
     run.field.load_state_dict(before)   # the step has moved every parameter (d_scale too)
     run.generators["camera"].set_state(cam_state)
     cams = sample_train_cameras(1, cfg.camera, run.generators["camera"])
-    cfg.render.renderer = "dense"   # the reference: every sample's weight materialised
+    run.renderer = resolve_renderer("dense", "cpu", cfg.reg.emptiness_scale)   # the reference: every weight materialised
     out = run.render(cams)
     loss = cfg.reg.emptiness_weight * emptiness_loss(out.weights, out.n_samples, cfg.reg.emptiness_scale)
     (want,) = torch.autograd.grad(loss, run.field.density_raw)

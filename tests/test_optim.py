@@ -5,11 +5,11 @@ import resource
 import pytest
 import torch
 
-from sjc import fused
+from sjc import kernels
 from sjc.allocator import keep_freed_memory
 from sjc.optim import FusedAdamax
 
-needs_kernels = pytest.mark.skipif(not fused.available(), reason="the compiled CPU kernels could not be built")
+needs_kernels = pytest.mark.skipif(not kernels.available(), reason="the compiled CPU kernels could not be built")
 
 
 def params(seed=0):
@@ -94,5 +94,5 @@ def test_freed_step_buffers_are_not_faulted_in_again():
 def test_fused_adamax_does_not_build_cpu_kernels_for_other_devices(monkeypatch):
     p = torch.nn.Parameter(torch.zeros(3, device="meta"))
     p.grad = torch.zeros(3, device="meta")
-    monkeypatch.setattr(fused, "available", lambda: pytest.fail("the CPU kernels were asked for"))
+    monkeypatch.setattr(kernels, "available", lambda: pytest.fail("the CPU kernels were asked for"))
     assert FusedAdamax([p])._fused_kernel() is None

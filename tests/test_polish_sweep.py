@@ -3,7 +3,7 @@ import importlib.util
 from pathlib import Path
 
 spec = importlib.util.spec_from_file_location(
-    "polish_sweep", Path(__file__).resolve().parents[1] / "benchmarks" / "polish_sweep.py")
+    "polish_sweep", Path(__file__).resolve().parents[1] / "experiments" / "scripts" / "polish_sweep.py")
 polish_sweep = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(polish_sweep)
 

@@ -9,7 +9,8 @@ from sjc.cameras import (camera_rays, eval_cameras, orbit_cameras, sample_train_
 from sjc.config import CameraConfig
 from sjc.field import VoxelField
 from sjc.regularizers import center_depth_loss, emptiness_loss, emptiness_weight
-from sjc.render import compositing_weights, ray_box_intersect, render, sample_step
+from sjc.render import render
+from sjc.volrend import compositing_weights, ray_box_intersect, sample_step
 
 
 def one_cam(az=0.0, el=0.0, fov=60.0):
@@ -79,7 +80,7 @@ def test_ray_box_intersection():
 
 def test_compositing_weights_match_closed_form():
     dens = torch.tensor([[0.0, 2.0, 2.0, 5.0]])
-    w = compositing_weights(dens, 0.1)
+    w = compositing_weights(dens * 0.1)   # optical depths τ = σ·δ
     alpha = 1 - torch.exp(-dens * 0.1)
     trans = torch.cumprod(torch.cat([torch.ones(1, 1), 1 - alpha[:, :-1]], 1), 1)
     assert torch.allclose(w, alpha * trans, atol=1e-7)

@@ -13,12 +13,12 @@ from sjc.cameras import FINE_BANDS_VIEWS, FINE_VIEWS, REFERENCE_VIEWS, orbit_cam
 from sjc.check2d import NearestRender, optimise_image
 from sjc.cli import main
 from sjc.errors import SJCError
-from sjc.prior_training import (HELD_OUT, SHAPE_NAMES, DatasetConfig, ModelConfig, TrainConfig, build_dataset,
+from sjc.prior_training import (HELD_OUT, SHAPE_NAMES, DatasetConfig, UNetConfig, TrainConfig, build_dataset,
                                 captions, load_dataset, sample_timesteps, training_pairs, train_prior,
                                 word_tokenizer)
 from sjc.priors.text_unet import BUILTIN_TOY_MODEL, PixelTextPrior
 
-TINY_MODEL = ModelConfig(resolution=16, channels=(32, 64), text_width=32, norm_groups=32)
+TINY_MODEL = UNetConfig(resolution=16, channels=(32, 64), text_width=32, norm_groups=32)
 TINY_TRAIN = dict(steps=6, batch=4, warmup=2, checkpoint_every=2, sample_every=3, log_every=1,
                   precision="float32", weights_dtype="float32")   # the mechanics in float32 (bfloat16: its own test)
 
@@ -251,9 +251,9 @@ def test_timestep_power_draws_more_small_timesteps_and_is_uniform_at_one():
 
 def test_prior_cli_errors(dataset, tmp_path, capsys):
     assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), "--timestep-power", "0"]) == 2
-    assert "--timestep-power must be positive" in capsys.readouterr().err
+    assert "--timestep-power must be a positive number" in capsys.readouterr().err
     assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), "--precision", "float16"]) == 2
-    assert "--precision float32|bfloat16" in capsys.readouterr().err
+    assert "unknown --precision 'float16'; choose one of float32, bfloat16" in capsys.readouterr().err
     assert main(["prior", "train", "--data", str(dataset), "--out", str(tmp_path / "t"), "--norm-groups", "20"]) == 2
     assert "multiple of --norm-groups 20, got 48 96 192" in capsys.readouterr().err
     assert main(["prior", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "t2")]) == 2
@@ -342,20 +342,20 @@ def test_prior_train_defaults_are_the_shipped_models_recipe():
     from pathlib import Path
     recipe = json.loads((Path(__file__).parents[1] / "docs/toy-prior/wide/train-config.json").read_text())
     assert {**recipe["train"], "threads": 0} == asdict(TrainConfig())   # threads: the machine's, not the recipe's
-    assert {**recipe["model"], "channels": tuple(recipe["model"]["channels"])} == asdict(ModelConfig())
+    assert {**recipe["model"], "channels": tuple(recipe["model"]["channels"])} == asdict(UNetConfig())
     index = json.loads((BUILTIN_TOY_MODEL / "model_index.json").read_text())
-    assert index["_sjc_views"] == ModelConfig().views == "fine-bands"
+    assert index["_sjc_views"] == UNetConfig().views == "fine-bands"
     unet = json.loads((BUILTIN_TOY_MODEL / "unet/config.json").read_text())
-    assert tuple(unet["block_out_channels"]) == ModelConfig().channels and unet["norm_num_groups"] == ModelConfig().norm_groups
+    assert tuple(unet["block_out_channels"]) == UNetConfig().channels and unet["norm_num_groups"] == UNetConfig().norm_groups
 
 
 def test_builtin_prior_guides_sjc_and_samples_at_its_own_scales(builtin):
     """SJC's default guidance (2) and polish (guidance 1.5) are the measured ones; 2D sampling keeps its own scale (3)."""
-    from sjc.config import RunConfig, resolve_defaults
+    from sjc.config import RunConfig, fill_from
     from sjc.guidance import ScoreGuide
-    assert builtin.sjc_guidance == 2.0 and builtin.default_guidance == 3.0
-    assert ScoreGuide(builtin, "paas", builtin.sigmas, None, 1).guidance == 2.0
-    cfg = resolve_defaults(RunConfig(prompt="a red cube"), builtin.config_defaults())
+    assert builtin.merged_defaults()["guidance_scale"] == 2.0 and builtin.sampling_guidance_scale == 3.0
+    cfg = fill_from(RunConfig(prompt="a red cube"), builtin.config_defaults())
+    assert ScoreGuide(builtin, "paas", builtin.sigmas, cfg.guidance.guidance_scale, 1).guidance == 2.0
     assert cfg.guidance.guidance_scale == 2.0 and cfg.optim.polish_steps == 600 and cfg.optim.steps == 2000
     assert cfg.guidance.polish_guidance_scale == 1.5   # docs/toy-prior.md, "The appearance polish"
     assert cfg.reg.emptiness_weight == 10.0   # docs/toy-prior.md, "Emptiness weight: 10"
@@ -368,7 +368,8 @@ def test_builtin_prior_guides_sjc_and_samples_at_its_own_scales(builtin):
 def test_builtin_prior_polish_guides_at_its_own_scale(builtin):
     """The toy prior's polish guides at 1.5 (SJC at 2): another scale moves the polished appearance, never the geometry."""
     from sjc.config import RunConfig
-    from sjc.train import build_run, train
+    from sjc.build import build_run
+    from sjc.train import train
 
     def run(polish_scale):
         cfg = RunConfig(prompt="a red cube")

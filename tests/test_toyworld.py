@@ -6,16 +6,8 @@ import torch
 
 from sjc.cameras import orbit_cameras
 from sjc.errors import SJCError
-from sjc.evaluate import (
-    field_occupancy,
-    fine_iou,
-    iou,
-    markdown_table,
-    occupancy_level,
-    psnr,
-    rotate_y,
-    summarize,
-)
+from sjc.evaluate import markdown_table, summarize
+from sjc.metrics import field_occupancy, fine_iou, iou, occupancy_level, psnr, rotate_y
 from sjc.field import VoxelField
 from sjc.toyworld import (
     ALL_OBJECTS,

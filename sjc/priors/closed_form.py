@@ -11,7 +11,7 @@ from .. import toyworld
 from ..atomic import atomic_path
 from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme
 from ..errors import SJCError
-from .base import Prior
+from .base import Prior, register_prior
 
 
 def cache_dir() -> Path:
@@ -26,11 +26,11 @@ def mmse_denoise(z: torch.Tensor, sigma: torch.Tensor, images: torch.Tensor) -> 
     return torch.softmax(logits, dim=1) @ images
 
 
+@register_prior
 class ClosedFormPrior(Prior):
     """Exact denoiser of the rendered views of the prompt's toy object; view-prefixed prompts select that view's images."""
 
     name = "closed-form"
-    text_conditioned = True
     pixel_space = True
     background_init = 1.0
     # A finite set has no images between its FoVs: training cameras use the set's FoV.
@@ -50,9 +50,11 @@ class ClosedFormPrior(Prior):
         self.sigma_range = sigma_range
         self._fixed_images = images   # a given image set (M, C, H, W) instead of toy-world renders
 
-    def default_train_sigmas(self) -> torch.Tensor:
-        lo, hi = self.sigma_range
-        return self.sigmas[(self.sigmas >= lo) & (self.sigmas <= hi)]
+    @classmethod
+    def from_config(cls, cfg, device) -> "ClosedFormPrior":
+        """At the config's resolution (default 32) and in its view scheme (default the reference's)."""
+        views = VIEW_SCHEMES[cfg.guidance.view_scheme] if cfg.guidance.view_scheme else REFERENCE_VIEWS
+        return cls(resolution=cfg.render.resolution or 32, device=device, views=views)
 
     def _object_images(self, obj: toyworld.ToyObject, views: Optional[ViewScheme] = None) -> tuple[torch.Tensor, list[str]]:
         """The object's image set (cached on disk) and each image's view label in `views` (default: this prior's)."""

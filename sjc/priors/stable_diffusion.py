@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 
 from ..errors import SJCError
+from .base import register_prior
 from .text_unet import TextUNetPrior, load_text_unet_components
 
 
@@ -18,16 +19,26 @@ def load_sd_components(model: str, model_config: Optional[str] = None, dtype=tor
     return parts
 
 
+@register_prior
 class StableDiffusionPrior(TextUNetPrior):
     """SD's U-Net with classifier-free guidance; the field renders 4-channel latents directly, the VAE decodes."""
 
     name = "sd"
+    model_flags = ("model", "model_config", "half", "attention_slicing", "offload", "compile", "channels_last")
+    pipelines = ("StableDiffusionPipeline",)
+    single_file = True
     pixel_space = False
     defaults = {"grid_size": 100, "steps": 10000, "guidance_scale": 100.0, "emptiness_weight": 1e4,
                 "fov_min": 40.0, "fov_max": 70.0}
     appearance_init = "randn"
     background_init = 0.0
-    sampling_guidance = 7.5   # 2D samples: SD's usual scale (guidance 100 is for SJC's score, and burns a sample out)
+    sampling_guidance_scale = 7.5   # 2D samples: SD's usual scale (guidance 100 is for SJC's score, and burns a sample out)
+
+    @classmethod
+    def from_config(cls, cfg, device) -> "StableDiffusionPrior":
+        m = cfg.model
+        return cls(m.model, device, m.model_config, m.half, m.attention_slicing, m.offload, compile=m.compile,
+                   channels_last=m.channels_last)
 
     def __init__(self, model: str, device="cpu", model_config: Optional[str] = None, half: Optional[bool] = None,
                  attention_slicing: bool = False, offload: bool = False, components=None,

@@ -14,6 +14,7 @@ import torch
 from ..cameras import REFERENCE_VIEWS, VIEW_SCHEMES, ViewScheme
 from ..errors import SJCError
 from .loading import HOW_TO_GET, load_failed, offline, pipeline_class, resolve_model, weights_variant
+from .base import register_prior
 from .vp import VPDenoiserPrior, classifier_free_guidance
 
 # The learned toy-world prior that ships with sjc (trained by `sjc prior train`, see docs/toy-prior.md).
@@ -87,8 +88,6 @@ def trained_views(model: str) -> ViewScheme:
 class TextUNetPrior(VPDenoiserPrior):
     """A UNet2DConditionModel with classifier-free guidance: one batched call for the empty and the real prompt."""
 
-    text_conditioned = True
-
     def __init__(self, unet, text_encoder, tokenizer, scheduler, device, dtype=torch.float32, text_device=None,
                  compile: bool = False, channels_last: Optional[bool] = None, model: str = "the model"):
         super().__init__(scheduler, device, model)
@@ -148,10 +147,14 @@ class TextUNetPrior(VPDenoiserPrior):
         return out.float().contiguous()   # the rest of the method sees the default layout
 
 
+@register_prior
 class PixelTextPrior(TextUNetPrior):
     """A pixel-space text-conditioned U-Net (no VAE): the built-in toy-world prior by default."""
 
     name = "toy"
+    model_flags = ("model", "half", "channels_last")
+    pipelines = ("ToyWorldPipeline",)
+    builtin_model = BUILTIN_TOY_MODEL
     pixel_space = True
     background_init = 1.0
     appearance_init = "zeros"
@@ -159,8 +162,13 @@ class PixelTextPrior(TextUNetPrior):
     defaults = {"grid_size": 48, "steps": 2000, "polish_steps": 600, "guidance_scale": 2.0,
                 "polish_guidance_scale": 1.5, "emptiness_weight": 10.0,
                 "fov_min": 45.0, "fov_max": 60.0}
-    sampling_guidance = 3.0   # Heun samples, the 2D check and the 2D PAAS experiment (docs/toy-prior/check.md)
+    sampling_guidance_scale = 3.0   # Heun samples, the 2D check and the 2D PAAS experiment (docs/toy-prior.md)
     sigma_range = (1.0, 10.0)
+
+    @classmethod
+    def from_config(cls, cfg, device) -> "PixelTextPrior":
+        """The shipped learned prior, unless --model names another pixel-space text U-Net."""
+        return cls(cfg.model.model, device, half=cfg.model.half, channels_last=cfg.model.channels_last)
 
     def __init__(self, model: Optional[str] = None, device="cpu", components=None, half: Optional[bool] = None,
                  channels_last: Optional[bool] = None):
@@ -185,10 +193,6 @@ class PixelTextPrior(TextUNetPrior):
             from .. import toyworld
             toyworld.parse_prompt(prompt)
         return super().encode(prompt)
-
-    def default_train_sigmas(self) -> torch.Tensor:
-        lo, hi = self.sigma_range
-        return self.sigmas[(self.sigmas >= lo) & (self.sigmas <= hi)]
 
     def truth(self, prompt: str):
         from .. import toyworld

@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from .base import Prior
+from .base import Prior, register_prior
 from .loading import load_failed, offline, pipeline_class, resolve_model, weights_variant
 from .vp import VPDenoiserPrior
 
@@ -40,12 +40,30 @@ def load_unet2d(model: str, dtype=torch.float32):
         raise load_failed(model, e) from None
 
 
-class Unconditional:
-    """Mixin for unconditional pixel-space UNet2DModel priors: data shape from the U-Net, no text."""
+@register_prior
+class UNet2DPrior(Prior):
+    """Unconditional pixel-space UNet2DModel priors: data shape from the U-Net, no text; `from_config` loads the
+    weights and picks the VP or the VE adapter below by the model's scheduler."""
 
     name = "unet2d"
-    text_conditioned = False
+    model_flags = ("model", "half")
+    pipelines = ("DDPMPipeline", "DDIMPipeline", "ScoreSdeVePipeline")
+    model_classes = ("UNet2DModel",)
     pixel_space = True
+
+    @classmethod
+    def from_config(cls, cfg, device) -> Prior:
+        offline()   # before diffusers is imported: huggingface_hub reads its settings at import
+        from diffusers import ScoreSdeVeScheduler
+
+        device = torch.device(device)
+        half = cfg.model.half
+        dtype = torch.float16 if (half if half is not None else device.type == "cuda") else torch.float32
+        unet, scheduler = load_unet2d(cfg.model.model, dtype)
+        unet = unet.to(device).eval().requires_grad_(False)
+        if isinstance(scheduler, ScoreSdeVeScheduler):
+            return UNet2DVEPrior(unet, scheduler, device)
+        return UNet2DVPPrior(unet, scheduler, device, cfg.model.model)
 
     def _set_shape(self, unet) -> None:
         self.unet = unet
@@ -57,11 +75,11 @@ class Unconditional:
         return None
 
 
-class UNet2DVPPrior(Unconditional, VPDenoiserPrior):
+class UNet2DVPPrior(UNet2DPrior, VPDenoiserPrior):
     """A DDPM/DDIM-trained UNet2DModel as D(x, σ) on RGB in [-1, 1]."""
 
     def __init__(self, unet, scheduler, device, model: str = "the model"):
-        super().__init__(scheduler, device, model)
+        VPDenoiserPrior.__init__(self, scheduler, device, model)
         self._set_shape(unet)
 
     @torch.no_grad()
@@ -69,7 +87,7 @@ class UNet2DVPPrior(Unconditional, VPDenoiserPrior):
         return self.unet(x_t.to(self.unet.dtype), t).sample.float()
 
 
-class UNet2DVEPrior(Unconditional, Prior):
+class UNet2DVEPrior(UNet2DPrior):
     """A score-SDE (NCSN++) UNet2DModel: the network returns ∇ log p_σ(x), so D(x, σ) = x + σ²·s_θ(x, σ)."""
 
     def __init__(self, unet, scheduler, device, n_sigmas: int = 1000):
@@ -83,17 +101,3 @@ class UNet2DVEPrior(Unconditional, Prior):
         sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(x.shape[0])
         score = self.unet(x.to(self.unet.dtype), sigma.to(self.unet.dtype)).sample.float()
         return x + sigma.view(-1, 1, 1, 1) ** 2 * score
-
-
-def UNet2DPrior(model: str, device="cpu", half: Optional[bool] = None) -> Prior:
-    """Load a UNet2DModel prior and pick the VP or VE adapter from its scheduler."""
-    offline()   # before diffusers is imported: huggingface_hub reads its settings at import
-    from diffusers import ScoreSdeVeScheduler
-
-    device = torch.device(device)
-    dtype = torch.float16 if (half if half is not None else device.type == "cuda") else torch.float32
-    unet, scheduler = load_unet2d(model, dtype)
-    unet = unet.to(device).eval().requires_grad_(False)
-    if isinstance(scheduler, ScoreSdeVeScheduler):
-        return UNet2DVEPrior(unet, scheduler, device)
-    return UNet2DVPPrior(unet, scheduler, device, model)

@@ -86,7 +86,10 @@ class VPDenoiserPrior(Prior):
         self.prediction_type = checked_prediction_type(scheduler.config.get("prediction_type", "epsilon"), model)
 
     def default_train_sigmas(self) -> torch.Tensor:
-        """The reference's draw: the whole table without its smallest and largest entries."""
+        """The prior's sigma_range where it sets one, else the reference's draw: the whole table without its
+        smallest and largest entries."""
+        if self.sigma_range is not None:
+            return super().default_train_sigmas()
         return self.sigmas[self.trim_small:self.sigmas.numel() - self.trim_large]
 
     def model_output(self, x_t: torch.Tensor, t: torch.Tensor, cond, guidance: float) -> torch.Tensor:
@@ -98,7 +101,7 @@ class VPDenoiserPrior(Prior):
         t = sigma_to_t(sigma, self.sigmas)
         s = _bcast(self.sigmas[t], x)          # the table's σ that the network was trained for
         x_t = vp_input(x, s)
-        out = self.model_output(x_t, t, cond, self.default_guidance if guidance is None else guidance).to(x.dtype)
+        out = self.model_output(x_t, t, cond, self.sampling_guidance_scale if guidance is None else guidance).to(x.dtype)
         if self.prediction_type == "sample":   # x̂₀ is D itself: x − σ·ε̂ with ε̂ = (x − x̂₀)/σ
             return out
         if self.prediction_type == "v_prediction":

@@ -1,6 +1,6 @@
 """GPU checks for the SD path: no host synchronisation inside an SJC step, and memory-saving options.
 
-Run on a CUDA machine:  python benchmarks/sd_gpu_checks.py  (prints JSON)
+Run on a CUDA machine:  python experiments/scripts/sd_gpu_checks.py  (prints JSON)
 """
 import json
 import warnings
@@ -37,7 +37,7 @@ def main():
     prior.text_encoder.to("cpu")
     torch.cuda.empty_cache()
     from sjc.config import RunConfig
-    from sjc.train import build_run
+    from sjc.build import build_run
     cfg = RunConfig(prompt="a hamburger")
     cfg.output.device = "cuda"
     small = build_run(cfg, prior=prior)

@@ -42,7 +42,7 @@ check | all)
   for g in 2 3; do sjc prior check --data toyprior --guidance-scale $g --seed 100 --out docs/toy-prior/check-guidance/guidance-$g-seed-100; done
   for s in 200 300; do sjc prior check --data toyprior --seed $s --out docs/toy-prior/check-guidance/guidance-3-seed-$s; done
   sjc prior check --data toyprior --view all --n 2 --out docs/toy-prior/check-views   # with view prompts, ~16 min
-  python benchmarks/ball_visibility.py toyprior                     # share of views that hide the ball
+  python experiments/scripts/ball_visibility.py toyprior                     # share of views that hide the ball
   sjc paas2d "a red cube" "a blue sphere" "a green cube" "an orange mug" --data toyprior \
     --methods paas naive sds --out docs/toy-prior/paas2d.png ;;&
 defaults | all)   # the SJC defaults of the toy prior: one seed, 4 prompts (2 held out), ~1.5 min per cell
@@ -93,12 +93,12 @@ eval | all)   # the main table: 12 prompts (6 held out) × 3 seeds; the oracle c
 cone | all)   # where the cone's IoU goes (docs/toy-prior.md, "Where the rest of the gap is"): one run, seed 0, ~80 s each
   sjc generate "a green cone" "${E1[@]}" --out-dir outputs/cone --no-video --no-mesh --overwrite --quiet
   sjc generate "a green cone" --sigma-min 0.1 "${E1[@]}" --out-dir outputs/cone-sigma-0.1 --no-video --no-mesh --overwrite --quiet
-  for d in outputs/cone outputs/cone-sigma-0.1; do python benchmarks/occupancy_profile.py $d; done ;;&
+  for d in outputs/cone outputs/cone-sigma-0.1; do python experiments/scripts/occupancy_profile.py $d; done ;;&
 polish | all)   # the appearance polish swept (at 1,000 SJC steps): 11 settings from one checkpoint per run, 12 prompts x 3 seeds, ~65 min
-  python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 --emptiness-weight 1 ;;&
+  python experiments/scripts/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 --emptiness-weight 1 ;;&
 methods | all)   # gradient forms and view prompts, 3 seeds, at the defaults but emptiness weight 1 (PAAS: emptiness/eval-emptiness-1, SDS: steps/eval-sds-2000)
   sjc eval --seeds 3 --jobs 2 --variants paas-plain naive paas:noview sds:noview "${E1[@]}" --out toyprior/methods-2000   # ~2 h
-  python benchmarks/merge_evals.py docs/eval-methods-12 \
+  python experiments/scripts/merge_evals.py docs/eval-methods-12 \
     --variants paas sds paas-plain naive paas:noview sds:noview \
     --files docs/toy-prior/emptiness/eval-emptiness-1.json docs/toy-prior/steps/eval-sds-2000.json toyprior/methods-2000.json   # the six in one table
   # the same at 1,000 steps (PAAS itself: docs/toy-prior/steps/eval-1000), ~1.6 h
@@ -106,18 +106,18 @@ methods | all)   # gradient forms and view prompts, 3 seeds, at the defaults but
     --out docs/toy-prior/steps/eval-methods-12-1000 ;;&
 edges | all)   # where the PSNR gap is at the defaults: the edge band, seed 0, six trained prompts, PAAS and the oracle, ~2-3 min a run
   for p in "a blue sphere" "a red cube" "a green cone" "a yellow cylinder" "a red cube with a ball on its front" "a blue mug"; do
-    for v in oracle paas; do python benchmarks/psnr_breakdown.py "$p" $v; done
+    for v in oracle paas; do python experiments/scripts/psnr_breakdown.py "$p" $v; done
   done > docs/toy-prior/psnr/edge-band.jsonl ;;&
 from-oracle | all)   # how much of the gap is the prior's fixed point and how much the path: PAAS from the oracle's field, seed 0, ~3.5 min a prompt
   python -c "from sjc.evaluate import DEFAULT_EVAL_PROMPTS; print(*DEFAULT_EVAL_PROMPTS, sep='\n')" |
-    xargs -P 2 -I{} python benchmarks/from_oracle.py "{}" > docs/toy-prior/from-oracle/from-oracle.jsonl ;;&   # finishing order (the committed file: the main table's order)
+    xargs -P 2 -I{} python experiments/scripts/from_oracle.py "{}" > docs/toy-prior/from-oracle/from-oracle.jsonl ;;&   # finishing order (the committed file: the main table's order)
 sds | all)   # SDS at today's defaults (emptiness weight 10), 12 prompts x 3 seeds, ~30 min
   sjc eval --seeds 3 --jobs 2 --variants sds "${P2[@]}" --out docs/toy-prior/emptiness/eval-sds-emptiness-10 ;;&
 small-sigma | all)   # a fine-tune towards small σ (not shipped), its 2D drift and two 3D runs, ~20 min
   sjc prior train --data toyprior --out toyprior/small-sigma --views fine --init sjc/weights/toy32 --steps 850 --lr 1.5e-4 \
     --warmup 50 --ema-decay 0.995 --view-caption 0.8 --threads 2 --seed 1 --timestep-power 2 --quiet
-  python benchmarks/drift2d.py --guidance 2 1
-  python benchmarks/drift2d.py --model toyprior/small-sigma/model
+  python experiments/scripts/drift2d.py --guidance 2 1
+  python experiments/scripts/drift2d.py --model toyprior/small-sigma/model
   sjc eval --model toyprior/small-sigma/model --prompts "a red cube" "a green cone" --variants paas --jobs 2 "${P2[@]}" \
     --out docs/toy-prior/small-sigma/eval-cube-cone ;;&
 methods10 | all)   # PAAS plain, the naive score, PAAS and SDS without view prompts at today's defaults (emptiness weight 10), ~25 min each
@@ -138,24 +138,24 @@ bands | all)   # the shipped (fine-bands) model: 2D check on 3 more seeds, SJC g
   sjc eval --seeds 3 --jobs 2 --variants sds paas-plain naive paas:noview sds:noview "${P2[@]}" --out $B/eval-methods   # ~105 min (run as --seeds 1 first, then resumed)
   mkdir -p toyprior/before && git archive 8edff67 sjc/weights/toy32 | tar -x -C toyprior/before   # the model before, for the 2D drift
   for m in sjc/weights/toy32 toyprior/before/sjc/weights/toy32; do
-    python benchmarks/drift2d.py --model $m --prompts "a blue sphere" "a purple sphere" "a red cube" "a green cone"; done ;;&
+    python experiments/scripts/drift2d.py --model $m --prompts "a blue sphere" "a purple sphere" "a red cube" "a green cone"; done ;;&
 bands-sweep | all)   # the shipped model: SJC sigma range (seed 0) and 2 noise samples per step (3 seeds), 3 (seed 0), ~30 + 42 + 14 min; the polish, ~14 + 16 min
   B=docs/toy-prior/bands
   for r in "0.5 10" "2 10" "1 20"; do set -- $r
     sjc eval --seeds 1 --jobs 2 --variants paas --sigma-min $1 --sigma-max $2 "${P2[@]}" --out $B/eval-sigma-$1-$2; done
   sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 "${P2[@]}" --out $B/eval-num-noise-2   # run as --seeds 1 first, then resumed
   sjc eval --seeds 1 --jobs 2 --variants paas --num-noise 3 "${P2[@]}" --out $B/eval-num-noise-3
-  python benchmarks/polish_sweep.py --out $B/polish-sweep --seeds 1 --jobs 2 "${P2[@]}" \
+  python experiments/scripts/polish_sweep.py --out $B/polish-sweep --seeds 1 --jobs 2 "${P2[@]}" \
     --settings default none sigma-0.2-1 sigma-0.1-1 guidance-1.5 lr-0.02 sds-weighting   # ~14 min
   grep -E '"setting": "(default|guidance-1.5)"' $B/polish-sweep.jsonl > $B/polish-guidance-1.5.jsonl   # seed 0, resumed
-  python benchmarks/polish_sweep.py --out $B/polish-guidance-1.5 --seeds 3 --jobs 2 "${P2[@]}" --settings default guidance-1.5 ;;&
+  python experiments/scripts/polish_sweep.py --out $B/polish-guidance-1.5 --seeds 3 --jobs 2 "${P2[@]}" --settings default guidance-1.5 ;;&
 polish-guidance | all)   # the polish at guidance 1.5 (the default since 2026-12-04): the main table before it (docs/eval.json until then), ~21 min; two noise samples with it
   B=docs/toy-prior/bands   # (the main table itself at 1.5: the eval block's first line)
   sjc eval --seeds 3 --jobs 2 --variants paas "${P2[@]}" --out $B/eval-polish-guidance-2
   sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 --out $B/eval-num-noise-2-polish-1.5 ;;&   # ~33 min
 polish-noise | all)   # the polish's own noise samples and four more polish settings (seed 0, ~37 min), then K = 2 with 4 polish samples (3 seeds, ~34 min; seed 0 with 1,200 polish steps)
   B=docs/toy-prior/bands   # (the sweep was run as two commands, 4 and 4 settings with "default" in both; its rows are the same)
-  python benchmarks/polish_sweep.py --out $B/polish-sweep-2 --seeds 1 --jobs 2 \
+  python experiments/scripts/polish_sweep.py --out $B/polish-sweep-2 --seeds 1 --jobs 2 \
     --settings default guidance-1.25 num-noise-2 num-noise-4 lr-0.1 lr-0.2 steps-1200
   sjc eval --seeds 3 --jobs 2 --variants paas --num-noise 2 --polish-num-noise 4 --out $B/eval-num-noise-2-polish-noise-4
   sjc eval --seeds 1 --jobs 2 --variants paas --num-noise 2 --polish-num-noise 4 --polish-steps 1200 \
@@ -173,7 +173,7 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
   for v in sds paas-plain naive paas:noview sds:noview; do   # over seeds 0-2, reusing the loop's seed-0 runs: 24 runs, ~2 h each on an AVX2-only EPYC
     sjc eval --seeds 3 --jobs 2 --variants $v --reuse docs/toy-prior/wide/methods-seed-0-${v/:/-}.json \
       --out docs/toy-prior/wide/methods-${v/:/-}; done
-  python benchmarks/merge_evals.py docs/toy-prior/wide/eval-methods \
+  python experiments/scripts/merge_evals.py docs/toy-prior/wide/eval-methods \
     --variants paas sds paas-plain naive paas:noview sds:noview \
     --files docs/eval.json docs/toy-prior/wide/methods-{sds,paas-plain,naive,paas-noview,sds-noview}.json   # PAAS: the main table
   for s in 100 200 300; do   # ~32 min each on an AVX2-only EPYC
@@ -202,7 +202,7 @@ wide | all)   # the shipped model (48/96/192, bfloat16; the train block): its se
   sjc eval --prompts "${MC[@]}" --seeds 1 --jobs 2 --variants paas --emptiness-scale 100 \
     --out docs/toy-prior/wide/probe-mugs-cones-emptiness-scale-100   # ~10 min
   for m in paas oracle; do sjc generate "a blue mug" --method $m --no-video --no-mesh --out-dir outputs/mug-$m
-    python benchmarks/occupancy_profile.py outputs/mug-$m; done ;;&
+    python experiments/scripts/occupancy_profile.py outputs/mug-$m; done ;;&
 toy-bench | all)   # sjc bench's toy cell at today's defaults (2,000 steps, emptiness weight 10), ~1.5 min; the U-Net layout, ~6 min
   sjc bench --threads 2 --configs toy --out docs/bench/renderer_cpu_toy.json
   sjc bench unet --threads 2 --out docs/bench/unet_layout_cpu_2threads.json   # the U-Net layout, NCHW vs channels-last, ~3 min each

@@ -7,7 +7,7 @@ polish ("default") in one thing each. One JSON line per run goes to <out>.jsonl,
 summary paired against "default" to <out>.md. A rerun resumes: a (prompt, seed) whose settings are all
 in <out>.jsonl already is skipped (the rows do not record --steps: resume only with the same flags).
 
-    python benchmarks/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 --emptiness-weight 1
+    python experiments/scripts/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 --emptiness-weight 1
 """
 from __future__ import annotations
 
@@ -47,10 +47,11 @@ def polish_cell(args) -> list[dict]:
     import torch
 
     from sjc.config import RunConfig
-    from sjc.evaluate import evaluate_field, variant_config
+    from sjc.evaluate import variant_config
+    from sjc.metrics import evaluate_field
     from sjc.guidance import ScoreGuide
-    from sjc.priors import train_sigmas
-    from sjc.train import build_run, resume_from, save, train
+    from sjc.build import build_run
+    from sjc.train import resume_from, save, train
 
     torch.set_num_threads(1)
     cfg = variant_config(RunConfig(), prompt, "paas", seed)
@@ -72,7 +73,7 @@ def polish_cell(args) -> list[dict]:
             resume_from(run, Path(d))
             run.cfg.optim.polish_steps = s.get("steps", default_steps)
             run.polish_guide = ScoreGuide(run.prior, s.get("method", g.method),
-                                          train_sigmas(run.prior, *s.get("sigma", default)),
+                                          run.prior.train_sigmas(*s.get("sigma", default)),
                                           s.get("guidance", g.polish_guidance_scale),
                                           s.get("num_noise", g.polish_num_noise))
             if "lr" in s:   # during the polish only the appearance has a gradient, so this is its lr alone

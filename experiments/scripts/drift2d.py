@@ -5,7 +5,7 @@ ascends the PAAS direction on the pixels (Adamax, one σ per step drawn from the
 noise sample), then reports the PSNR of the result to the true render. An exact prior at the truth would
 leave the images where they are; how far they drift measures the prior's imprecision near true images.
 
-    python benchmarks/drift2d.py [--model FOLDER] [--prompts P ...] [--guidance 2] [--sigma-min 0.05 --sigma-max 0.5]
+    python experiments/scripts/drift2d.py [--model FOLDER] [--prompts P ...] [--guidance 2] [--sigma-min 0.05 --sigma-max 0.5]
 """
 import argparse
 import json
@@ -14,8 +14,7 @@ import time
 import torch
 
 from sjc.cameras import eval_cameras
-from sjc.evaluate import psnr
-from sjc.priors.base import train_sigmas
+from sjc.metrics import psnr
 from sjc.priors.text_unet import PixelTextPrior
 from sjc.toyworld import parse_prompt, render_truth
 
@@ -54,7 +53,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(2)
     prior = PixelTextPrior(a.model)
-    sigmas = train_sigmas(prior, a.sigma_min, a.sigma_max)
+    sigmas = prior.train_sigmas(a.sigma_min, a.sigma_max)
     for p in a.prompts:
         for gs in a.guidance:
             t0 = time.perf_counter()
