@@ -133,7 +133,7 @@ FINE_VIEWS = ViewScheme("fine", sides=("front", "front right", "right side", "ba
                                        "left side", "front left"),
                         overhead=("overhead front", "overhead right", "overhead back", "overhead left"))
 # The fine scheme with elevation words: 'low' below 16°, 'mid' from 16° to 32°, 'top' above 66°. On the
-# closed-form prior these gain far more than finer azimuth sectors (docs/toy-prior.md, "Elevation words").
+# closed-form prior these gain far more than finer azimuth sectors (experiments/toy-prior-log.md, "View prompts").
 FINE_BANDS_VIEWS = ViewScheme("fine-bands", FINE_VIEWS.sides, FINE_VIEWS.overhead,
                               side_bands=((16.0, "low"), (32.0, "mid")), top_band=(66.0, "top"))
 VIEW_SCHEMES = {v.name: v for v in (REFERENCE_VIEWS, FINE_VIEWS, FINE_BANDS_VIEWS)}

@@ -260,3 +260,8 @@ def fill_from(cfg: RunConfig, defaults: dict[str, Any]) -> RunConfig:
         if getattr(owner, f.name) is None and f.name in defaults:
             setattr(owner, f.name, defaults[f.name])
     return cfg
+
+
+if __name__ == "__main__":   # the settings reference of docs/configuration.md: python -m sjc.config
+    from .settings import reference_table
+    print(reference_table(RunConfig), end="")

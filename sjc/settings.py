@@ -259,3 +259,29 @@ def apply_flags(obj, ns: argparse.Namespace) -> set[str]:
 def from_flags(cls, ns: argparse.Namespace, where: str = ""):
     """A flat settings dataclass from the command line (its defaults where a flag was not given), checked."""
     return check(cls(**given_flags(cls, ns)), where)
+
+
+def reference_table(cls) -> str:
+    """A Markdown table of a settings dataclass's flags: section, default, allowed values and help."""
+    rows = ["| flag | section | default | allowed | what |", "|---|---|---|---|---|"]
+    for path, owner, f in class_leaves(cls):
+        if not f.metadata.get("cli", True):
+            continue
+        m, (t, _, many) = f.metadata, base_type(owner, f)
+        default = f.default if f.default is not MISSING else None
+        default = "the prior's" if m.get("prior") else "unset" if default is None else f"`{default}`"
+        allowed = ([" \\| ".join(map(str, m["choices"]))] if m.get("choices") else []) + \
+                  [f"{op} {_number(m[k])}" for k, op in (("min", "≥"), ("gt", ">"), ("max", "≤"), ("lt", "<"))
+                   if m.get(k) is not None]
+        what = (m.get("help") or "").replace("|", "\\|")
+        name = flag_name(f) + (" / --no-" + flag_name(f)[2:] if t is bool else "")
+        rows.append(f"| `{name}` | {path.rpartition('.')[0] or '—'} | {default} | "
+                    f"{', '.join(allowed) or TYPE_WORDS.get(t, '')} | {what} |")
+    return "\n".join(rows) + "\n"
+
+
+def _number(v) -> str:
+    """A bound as written: 2^62 for a large power of two, else as Python prints it."""
+    if isinstance(v, int) and v >= 2 ** 32 and v & (v - 1) == 0:
+        return f"2^{v.bit_length() - 1}"
+    return f"{v:g}" if isinstance(v, float) else str(v)

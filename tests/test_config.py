@@ -183,3 +183,16 @@ def test_help_says_what_each_flag_is_and_what_unset_means(capsys):
             assert "--timestep-power TIMESTEP_POWER t = ⌊T·u^p⌋" in text and "--batch BATCH images per step (default 64)" in text
         else:
             assert "--views VIEWS random cameras per shape (default 2000)" in text
+
+
+def test_the_configuration_reference_lists_every_setting():
+    """docs/configuration.md holds the settings table the code generates (python -m sjc.config), so it cannot drift."""
+    from pathlib import Path
+
+    from sjc.config import RunConfig
+    from sjc.settings import reference_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    table = reference_table(RunConfig)
+    assert table in doc, "docs/configuration.md is out of date: regenerate its table with python -m sjc.config"
+    assert table.count("\n| `--") == 53 and "| `--seed` | optim | `0` | ≥ 0, < 2^62 |" in table

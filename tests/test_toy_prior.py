@@ -337,10 +337,10 @@ def test_builtin_prior_is_the_default_and_small(builtin):
 
 
 def test_prior_train_defaults_are_the_shipped_models_recipe():
-    """`sjc prior train` with no flags trains what was shipped (docs/toy-prior/wide/train-config.json)."""
+    """`sjc prior train` with no flags trains what was shipped (docs/toy-prior/train-config.json)."""
     from dataclasses import asdict
     from pathlib import Path
-    recipe = json.loads((Path(__file__).parents[1] / "docs/toy-prior/wide/train-config.json").read_text())
+    recipe = json.loads((Path(__file__).parents[1] / "docs/toy-prior/train-config.json").read_text())
     assert {**recipe["train"], "threads": 0} == asdict(TrainConfig())   # threads: the machine's, not the recipe's
     assert {**recipe["model"], "channels": tuple(recipe["model"]["channels"])} == asdict(UNetConfig())
     index = json.loads((BUILTIN_TOY_MODEL / "model_index.json").read_text())
@@ -357,8 +357,8 @@ def test_builtin_prior_guides_sjc_and_samples_at_its_own_scales(builtin):
     cfg = fill_from(RunConfig(prompt="a red cube"), builtin.config_defaults())
     assert ScoreGuide(builtin, "paas", builtin.sigmas, cfg.guidance.guidance_scale, 1).guidance == 2.0
     assert cfg.guidance.guidance_scale == 2.0 and cfg.optim.polish_steps == 600 and cfg.optim.steps == 2000
-    assert cfg.guidance.polish_guidance_scale == 1.5   # docs/toy-prior.md, "The appearance polish"
-    assert cfg.reg.emptiness_weight == 10.0   # docs/toy-prior.md, "Emptiness weight: 10"
+    assert cfg.guidance.polish_guidance_scale == 1.5   # experiments/toy-prior-log.md, "The appearance polish"
+    assert cfg.reg.emptiness_weight == 10.0   # experiments/toy-prior-log.md, "Emptiness weight: 10"
     x = torch.zeros(1, *builtin.shape)
     sigma, cond = torch.tensor(2.0), builtin.cond("a red cube")
     assert torch.equal(builtin.D(x, sigma, cond), builtin.D(x, sigma, cond, 3.0))   # D without a scale: sampling's

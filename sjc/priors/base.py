@@ -15,7 +15,7 @@ import torch
 from ..cameras import REFERENCE_VIEWS, ViewScheme
 from ..errors import SJCError
 
-# The reference SJC settings (notes §3) that a prior's own `defaults` override: a 100³ grid and 10,000 steps
+# The reference SJC settings (the official code's) that a prior's own `defaults` override: a 100³ grid and 10,000 steps
 # (long on a CPU: set smaller ones there), the reference field of view, and neutral guidance and emptiness weights
 # (each family sets its own; Stable Diffusion the reference 100 and 1e4).
 REFERENCE_DEFAULTS = {"grid_size": 100, "steps": 10000, "guidance_scale": 1.0, "emptiness_weight": 1.0,

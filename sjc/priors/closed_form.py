@@ -1,4 +1,4 @@
-"""The closed-form prior: the exact MMSE denoiser of a finite toy-world image set (notes §4)."""
+"""The closed-form prior: the exact MMSE denoiser of a finite toy-world image set (docs/toyworld.md)."""
 from __future__ import annotations
 
 import os
@@ -44,9 +44,8 @@ class ClosedFormPrior(Prior):
         self.height = self.width = resolution
         self.device = torch.device(device)
         self.sigmas = torch.logspace(-2, 1.5, 1000, device=self.device)   # 0.01 … 31.6
-        # SJC draws σ from [0.5, 6] by default: below ~0.5 this denoiser is a nearest-neighbour lookup of
-        # single training views, and dropping that regime raised mean PSNR on 4 toy prompts from 21.8 to
-        # 23.4 dB (σ_min 0.05 vs 0.5, seed 0; see docs/eval-closed-form-methods.md for the other forms).
+        # SJC draws σ from [0.5, 6] by default: below ~0.5 this denoiser is a nearest-neighbour lookup of single
+        # training views, which lowers PSNR (docs/eval-closed-form-methods.md).
         self.sigma_range = sigma_range
         self._fixed_images = images   # a given image set (M, C, H, W) instead of toy-world renders
 

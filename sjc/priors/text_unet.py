@@ -93,8 +93,8 @@ class TextUNetPrior(VPDenoiserPrior):
         super().__init__(scheduler, device, model)
         self.device = torch.device(device)
         unet = unet.to(self.device) if unet.dtype == dtype else unet.to(self.device, dtype)
-        # On the CPU oneDNN's convolutions run faster on channels-last (NHWC) tensors: the toy prior's guided
-        # call 105 → 93 ms with 2 threads on an AVX2-only EPYC (`sjc bench unet`). Converting changes the weights' layout in place.
+        # On the CPU oneDNN's convolutions run faster on channels-last (NHWC) tensors (docs/performance.md, `sjc
+        # bench unet`). Converting changes the weights' layout in place.
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         if self.channels_last:
             unet = unet.to(memory_format=torch.channels_last)
@@ -102,8 +102,8 @@ class TextUNetPrior(VPDenoiserPrior):
         self.text_encoder = text_encoder.to(text_device or self.device).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.dtype = dtype
-        # The guided U-Net call is launch-bound on a big GPU: CUDA graphs through torch.compile remove
-        # the per-kernel launch cost (measured 29 → 7 ms per call on an H200; channels-last gave nothing).
+        # The guided U-Net call is launch-bound on a big GPU: CUDA graphs through torch.compile remove the per-kernel
+        # launch cost (docs/priors.md, "Time and memory").
         self._unet_fn = torch.compile(self.unet, mode="reduce-overhead") if compile else self.unet
         self._uncond = None
 
@@ -158,7 +158,7 @@ class PixelTextPrior(TextUNetPrior):
     pixel_space = True
     background_init = 1.0
     appearance_init = "zeros"
-    # Measured on the toy world (docs/toy-prior.md): σ range, steps, guidance, emptiness weight and polish for SJC.
+    # The settings measured best on the toy world's ground truth (docs/toy-prior.md).
     defaults = {"grid_size": 48, "steps": 2000, "polish_steps": 600, "guidance_scale": 2.0,
                 "polish_guidance_scale": 1.5, "emptiness_weight": 10.0,
                 "fov_min": 45.0, "fov_max": 60.0}
