@@ -3,8 +3,8 @@
 Each variant's rows come from the first file that holds it; the config is the last file's and `sources` names the
 file behind each variant.
 
-    python experiments/scripts/merge_evals.py docs/toy-prior/wide/eval-methods --variants paas sds \\
-        --files docs/eval.json docs/toy-prior/wide/methods-sds.json
+    python experiments/scripts/merge_evals.py docs/toy-prior/eval-methods --variants paas sds \\
+        --files docs/eval.json experiments/toy-prior/wide/methods-sds.json
 """
 import argparse
 import json

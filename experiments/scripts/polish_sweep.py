@@ -7,7 +7,7 @@ polish ("default") in one thing each. One JSON line per run goes to <out>.jsonl,
 summary paired against "default" to <out>.md. A rerun resumes: a (prompt, seed) whose settings are all
 in <out>.jsonl already is skipped (the rows do not record --steps: resume only with the same flags).
 
-    python experiments/scripts/polish_sweep.py --out docs/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 --emptiness-weight 1
+    python experiments/scripts/polish_sweep.py --out experiments/toy-prior/psnr/polish-sweep --seeds 3 --jobs 2 --steps 1000 --emptiness-weight 1
 """
 from __future__ import annotations
 
