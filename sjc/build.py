@@ -40,10 +40,11 @@ def build_optimizer(field: VoxelField, cfg: RunConfig) -> torch.optim.Optimizer:
     return FusedAdamax(field.param_groups(cfg.optim.lr, cfg.optim.bg_lr), foreach=True)
 
 
-def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
+def build_run(cfg: RunConfig, prior: Optional[Prior] = None, bounds: bool = True) -> Run:
     """Instantiate a fresh run (step 0) from a config; fills in what it leaves to the prior (resolved in place).
 
-    prior: an instance to use instead of the one cfg names (a prior of your own, from Python).
+    prior: an instance to use instead of the one cfg names (a prior of your own, from Python); bounds=False holds
+    the config to its types alone (a finished run's field, loaded to render or export).
     """
     device = resolve_device(cfg.output.device)
     if device.type == "cpu":
@@ -52,7 +53,7 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
         raise SJCError(f"the config names prior {cfg.prior!r} but the prior given is {prior.name!r}: leave the "
                        f"config's prior unset, or give the prior it names")
     prior = prior or load_prior(cfg, device)
-    resolve_for_prior(cfg, prior)
+    resolve_for_prior(cfg, prior, bounds)
     # Condition on every prompt the loop can ask for now: a bad prompt fails before any folder is
     # written, and the loop itself never encodes (nor waits on the device for it).
     for prompt in prompt_variants(cfg.prompt, cfg.guidance.view_prompts, prior.views):
@@ -68,7 +69,7 @@ def build_run(cfg: RunConfig, prior: Optional[Prior] = None) -> Run:
                {"camera": cam_gen, "noise": noise_gen}, device)
 
 
-def resolve_for_prior(cfg: RunConfig, prior: Prior) -> None:
+def resolve_for_prior(cfg: RunConfig, prior: Prior, bounds: bool = True) -> None:
     """Fill in what the config leaves to the prior (its defaults, its view scheme, its σ range) or derives (the
     polish's scale and K, the emptiness schedule), list it in cfg.resolved and validate: config.json alone reruns
     the run."""
@@ -92,7 +93,10 @@ def resolve_for_prior(cfg: RunConfig, prior: Prior) -> None:
     if cfg.reg.emptiness_mult_step is None:   # fixed at creation: resuming with more --steps keeps the schedule
         cfg.reg.emptiness_mult_step = int(cfg.reg.emptiness_mult_after * cfg.optim.steps)
     cfg.record_resolved(unset)
-    cfg.validate()
+    if bounds:
+        cfg.validate()
+    else:
+        cfg.check_types()
 
 
 def build_guides(cfg: RunConfig, prior: Prior) -> tuple[Callable, Callable]:

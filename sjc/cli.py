@@ -170,7 +170,7 @@ def cmd_eval(a) -> None:
 # ---------------------------------------------------------------------------------------------- 2D
 
 
-SAMPLE2D_RUN_FLAGS = ("prior", "model", "model_config", "resolution", "half", "attention_slicing", "offload",
+SAMPLE2D_RUN_FLAGS = ("prior", "model", "model_config", "half", "attention_slicing", "offload",
                       "compile", "channels_last")   # how the model is found and runs, as in generate
 
 
@@ -186,6 +186,8 @@ class Sample2DOptions:
     seed: int = setting(0, "random seed", **SEED)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     scale: int = setting(4, "nearest-neighbour upscaling of the PNG", min=1)
+    resolution: Optional[int] = setting(None, "image size of the closed-form prior (default 32; a learned prior "
+                                              "makes images of its own size)", min=1)
     out: str = setting("samples.png", "the PNG grid")
 
 
@@ -200,6 +202,7 @@ def cmd_sample2d(a) -> None:
     opts = from_flags(Sample2DOptions, a)
     cfg = RunConfig(prompt=opts.prompt)
     given = apply_flags(cfg, argparse.Namespace(**{k: getattr(a, k) for k in SAMPLE2D_RUN_FLAGS}))
+    cfg.render.resolution = opts.resolution
     cfg.validate()
     refuse_unread_flags(cfg, given)
     check_writable(Path(opts.out))
@@ -483,12 +486,12 @@ class Parser(argparse.ArgumentParser):
 
 def _command(sub, name: str, help: str, func, *options, run_flags: Optional[dict] = None, **kw):
     """A subcommand whose flags come from settings dataclasses: `options` and, if run_flags, RunConfig's."""
-    p = sub.add_parser(name, help=help, allow_abbrev=False, **kw)
+    p = sub.add_parser(name, help=help, **kw)
     for cls in options:
         add_flags(p, cls)
     if run_flags is not None:
         add_flags(p, RunConfig, groups=True, **run_flags)
-    p.set_defaults(func=func)
+    p.set_defaults(func=func, parser=p)
     return p
 
 
@@ -496,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .prior_training import DatasetConfig, TrainConfig, UNetConfig
     from .priors import defaults_text
 
-    p = Parser(prog="sjc", allow_abbrev=False,
+    p = Parser(prog="sjc",
                description="Score Jacobian Chaining: text prompt → 3D voxel field, video and mesh.")
     sub = p.add_subparsers(dest="command", required=True)
     _command(sub, "generate", "lift a prompt into a 3D field (default: the built-in toy-world prior)", cmd_generate,
@@ -506,10 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     _command(sub, "render", "render a run's turntable video", cmd_render, RenderOptions)
     _command(sub, "export", "export a run's mesh", cmd_export, ExportOptions)
     _command(sub, "eval", "score prompts × method variants against the toy world's true objects", cmd_eval,
-             EvalOptions, run_flags={"exclude": EVAL_FIXED_FIELDS})
+             EvalOptions, run_flags={"exclude": EVAL_FIXED_FIELDS}, epilog=defaults_text())
     _command(sub, "sample2d", "2D samples from a prior (Karras/EDM Heun sampler) as a PNG grid", cmd_sample2d,
              Sample2DOptions, run_flags={"only": SAMPLE2D_RUN_FLAGS})
-    pr = sub.add_parser("prior", help="build the toy-world dataset and train the learned toy prior", allow_abbrev=False)
+    pr = sub.add_parser("prior", help="build the toy-world dataset and train the learned toy prior")
     prs = pr.add_subparsers(dest="prior_command", required=True)
     _command(prs, "dataset", "render every toy shape from random training cameras", cmd_prior_dataset,
              PriorDatasetOptions, DatasetConfig)
@@ -525,7 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # named by the subcommand that was given them, whose --help lists what it takes
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
     except SJCError as e:
@@ -549,7 +555,8 @@ def _interrupted(args, e: BaseException) -> int:
     """One line for Ctrl-C: what was kept and how to go on."""
     hint = getattr(e, "hint", None)   # a run folder's own (sjc.run_folder.RunInterrupted)
     if hint is None and args.command == "eval":
-        hint = f"finished cells are kept in {args.out}.partial.jsonl, the same command resumes"
+        out = args.out or EvalOptions.out   # the field's default where --out was not given
+        hint = f"finished cells are kept in {out}.partial.jsonl, the same command resumes"
     print(f"sjc: interrupted{': ' + hint if hint else ''}", file=sys.stderr)
     return 130
 

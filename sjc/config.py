@@ -218,7 +218,9 @@ class RunConfig:
 
     def check_types(self, where: str = "config") -> "RunConfig":
         """Every leaf holds a value of its declared type within its bounds (the prompt may still be empty)."""
-        if self.prompt is not None and not isinstance(self.prompt, str):
+        if self.prompt is None:   # "no prompt": the command's default, or its refusal, as for ""
+            self.prompt = ""
+        if not isinstance(self.prompt, str):
             raise SJCError(f"{where}: prompt must be text, got {self.prompt!r}")
         if isinstance(self.resolved, list):   # its first form, names only: their values as they stand
             self.resolved = {path: getattr(owner, f.name) for path, owner, f in leaves(self) if path in self.resolved}

@@ -7,11 +7,11 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
-from .build import build_run
+from .build import build_run, resolve_device
 from .cameras import Cameras, orbit_cameras, spiral_cameras
 from .atomic import write_text
 from .config import RunConfig
@@ -19,14 +19,17 @@ from .errors import SJCError
 from .export import export_mesh, extract_mesh, normalize_map, save_image, save_video
 from .metrics import evaluate_field, occupancy_level
 from .priors import Prior
+from .render import resolve_renderer
 from .run_folder import CONFIG_NAME, RunFolder, out_dir_for, remove_outputs, replaces_a_run
 from .train import Run, resume_from, train
 
 
-def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = None) -> tuple[Path, dict]:
+def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = None,
+             on_step: Optional[Callable[[Run], None]] = None) -> tuple[Path, dict]:
     """Start a run from a config: validate, hold and create its folder, write config.json, train, finalise.
 
-    prior: an instance to use instead of the one cfg names (a prior of your own, from Python).
+    prior: an instance to use instead of the one cfg names (a prior of your own, from Python); on_step: called
+    after every training step (progress reports).
     """
     cfg.validate()
     out_dir = out_dir_for(cfg)
@@ -41,12 +44,12 @@ def generate(cfg: RunConfig, progress: bool = True, prior: Optional[Prior] = Non
             remove_outputs(out_dir)
         cfg.output.overwrite = False   # a one-time action: a rerun from this config.json must not replace the run unasked
         cfg.save(out_dir / CONFIG_NAME)
-        train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir))
+        train(run, out_dir, progress, on_preview=lambda r: write_preview(r, out_dir), on_step=on_step)
         return out_dir, finalize(run, out_dir)
 
 
-def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None,
-           prior: Optional[Prior] = None, output: Optional[dict] = None) -> tuple[Path, dict]:
+def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None, prior: Optional[Prior] = None,
+           output: Optional[dict] = None, on_step: Optional[Callable[[Run], None]] = None) -> tuple[Path, dict]:
     """Continue an interrupted (or finished, with more --steps) run exactly where its checkpoint left off;
     `output` changes what it writes and how often (OutputConfig fields), never what it computes."""
     run_dir = Path(run_dir)
@@ -68,7 +71,7 @@ def resume(run_dir: Path, progress: bool = True, steps: Optional[int] = None,
             run.cfg.validate()
             run.cfg.save(run_dir / CONFIG_NAME)
         before = _read_json(run_dir / "metrics.json")
-        train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir))
+        train(run, run_dir, progress, on_preview=lambda r: write_preview(r, run_dir), on_step=on_step)
         if run.timings.get("steps_run") == 0 and before:   # a finished run, finalised again: keep its timings
             run.timings.update({k: before[k] for k in ("train_seconds", "steps_run", "seconds_per_step") if k in before})
         return run_dir, finalize(run, run_dir)
@@ -91,10 +94,11 @@ def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None,
     if cfg.optim.polish_steps is None:   # a run written before the appearance polish existed: resumed without it
         cfg.optim.polish_steps = 0
     cfg.guidance.polish_follows_sjc()    # written before the polish had its own scale and K: it used the SJC steps'
-    try:
-        cfg.validate()
-    except SJCError as e:
-        raise SJCError(f"the run config in {run_dir} is invalid: {e}") from None
+    if not field_only:   # its types were checked as it loaded; a run that trains on must lie within the bounds too
+        try:
+            cfg.validate()
+        except SJCError as e:
+            raise SJCError(f"the run config in {run_dir} is invalid: {e}") from None
     gpu_run_here = cfg.output.device.startswith("cuda") and not torch.cuda.is_available()
     if device is not None:
         cfg.output.device = device
@@ -103,7 +107,12 @@ def load_run(run_dir: Path, restore: bool = True, prior: Optional[Prior] = None,
     elif restore and gpu_run_here:
         raise SJCError(f"{run_dir} was trained with --device {cfg.output.device}, where its optimiser and random "
                        f"streams belong: resume it where a CUDA GPU is visible (render and export work anywhere)")
-    run = build_run(cfg, prior)
+    if field_only:   # the same images from another renderer where its own cannot run here (fused on a GPU)
+        try:
+            resolve_renderer(cfg.render.renderer, resolve_device(cfg.output.device))
+        except SJCError:
+            cfg.render.renderer = "fast"
+    run = build_run(cfg, prior, bounds=not field_only)
     if restore:
         resume_from(run, run_dir, field_only)
     return run

@@ -33,7 +33,9 @@ def setting(default: Any = MISSING, help: str = "", *, factory=MISSING, min=None
 
 
 def flag_name(f: Field) -> str:
-    """A field's command-line flag: grid_size → --grid-size (or the one its setting names)."""
+    """A field's command-line flag: grid_size → --grid-size (or the one its setting names); a positional's name."""
+    if f.metadata.get("positional"):
+        return f.name
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
@@ -213,8 +215,8 @@ def _help(f: Field, many: bool) -> str:
     default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING
                                                           else None)
     if m.get("prior"):
-        return text if "unset:" in text else text + " (default: the prior's, listed below)"
-    if default is None or default is False and m.get("switch"):
+        return text if "unset:" in text else text + " (default: the prior's; sjc generate --help lists them)"
+    if default in (None, "") or default is False and m.get("switch"):
         return text
     return text + f" (default {' '.join(map(str, default)) if many else default})"
 
@@ -242,7 +244,10 @@ def given_flags(cls, ns: argparse.Namespace) -> dict[str, Any]:
         if not f.metadata.get("cli", True) or value is None or (value == [] and f.metadata.get("positional")):
             continue
         if isinstance(value, list):
-            value = tuple(value) if typing.get_origin(field_type(owner, f)) is tuple else value
+            t = field_type(owner, f)
+            if typing.get_origin(t) is typing.Union:   # Optional[tuple[...]]
+                t = next(a for a in typing.get_args(t) if a is not type(None))
+            value = tuple(value) if typing.get_origin(t) is tuple else value
         given[path] = value
     return given
 
@@ -267,7 +272,7 @@ def reference_table(cls) -> str:
     for path, owner, f in class_leaves(cls):
         if not f.metadata.get("cli", True):
             continue
-        m, (t, _, many) = f.metadata, base_type(owner, f)
+        m, (t, _, _) = f.metadata, base_type(owner, f)
         default = f.default if f.default is not MISSING else None
         default = "the prior's" if m.get("prior") else "unset" if default is None else f"`{default}`"
         allowed = ([" \\| ".join(map(str, m["choices"]))] if m.get("choices") else []) + \

@@ -97,9 +97,9 @@ def polish_step(run: Run, step: int) -> dict[str, torch.Tensor]:
 
 
 def train(run: Run, out_dir: Optional[Path] = None, progress: bool = True,
-          on_preview: Optional[Callable[[Run], None]] = None) -> Run:
+          on_preview: Optional[Callable[[Run], None]] = None, on_step: Optional[Callable[[Run], None]] = None) -> Run:
     """Optimise from run.step through cfg.optim.steps and the polish steps, checkpointing into out_dir (if given)
-    every ckpt_every steps and at the end."""
+    every ckpt_every steps and at the end; on_step(run) after every step (a progress report: keep it cheap)."""
     from tqdm import tqdm
 
     cfg = run.cfg
@@ -119,6 +119,8 @@ def train(run: Run, out_dir: Optional[Path] = None, progress: bool = True,
             save(run, out_dir)
         if on_preview is not None and run.step % cfg.output.preview_every == 0:
             on_preview(run)
+        if on_step is not None:
+            on_step(run)
     bar.close()
     elapsed = time.perf_counter() - t0
     run.timings.update(train_seconds=elapsed, steps_run=run.step - start,

@@ -7,7 +7,7 @@ import pytest
 import torch
 import trimesh
 
-from helpers import TINY, NO_OUTPUTS, sjc, generate, assert_one_line_error, temp_files, video_frames
+from helpers import MESH_STEPS, TINY, NO_OUTPUTS, sjc, assert_one_line_error, temp_files, video_frames
 
 
 def test_unknown_prior_lists_available(capsys, tmp_path):
@@ -188,3 +188,33 @@ def test_bench_sd_on_cuda_without_a_gpu_is_one_line_error(capsys, monkeypatch):
     monkeypatch.setattr(sjc_bench, "bench_sd", lambda *a, **k: pytest.fail("timed before checking --device"))
     rc, _, err = sjc(capsys, "bench", "sd", "--device", "cuda", "--tiny")
     assert_one_line_error(rc, err, "--device cuda", "--device cpu")
+
+
+def test_a_fused_run_renders_and_exports_where_the_kernels_cannot_be_built(capsys, mesh_run, tmp_path, monkeypatch):
+    """render and export need the field, not the renderer it was trained with: a --renderer fused run falls back."""
+    import shutil
+
+    from sjc import fused
+
+    d = tmp_path / "run"
+    shutil.copytree(mesh_run[0], d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["render"]["renderer"] = "fused"
+    (d / "config.json").write_text(json.dumps(cfg))
+    monkeypatch.setattr(fused, "available", lambda: False)
+    rc, out, err = sjc(capsys, "export", d, "--out", tmp_path / "m.ply")
+    assert rc == 0, err
+    assert len(trimesh.load(tmp_path / "m.ply").vertices) > 0
+    rc, _, err = sjc(capsys, "resume", d, "--steps", MESH_STEPS + 5, "--quiet")   # training still needs it
+    assert_one_line_error(rc, err, "--renderer fused", "could not be built")
+
+
+def test_a_run_beyond_todays_bounds_still_renders_and_exports_but_does_not_train_on(capsys, tiny_copy, tmp_path):
+    cfg = json.loads((tiny_copy / "config.json").read_text())
+    cfg["camera"]["elev_max"] = 100.0   # accepted by an older sjc
+    (tiny_copy / "config.json").write_text(json.dumps(cfg))
+    rc, out, err = sjc(capsys, "render", tiny_copy, "--out", tmp_path / "t.mp4")
+    assert rc == 0, err
+    assert video_frames(tmp_path / "t.mp4") == cfg["camera"]["video_frames"]
+    rc, _, err = sjc(capsys, "resume", tiny_copy, "--steps", 40, "--quiet")
+    assert_one_line_error(rc, err, "is invalid", "--elev-max must lie in [-90, 90], got 100")

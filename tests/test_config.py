@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from sjc.cli import main
 
-from helpers import TINY, NO_OUTPUTS, POLISH_FOLLOWS_SJC, sjc, generate, assert_one_line_error
+from helpers import TINY, NO_OUTPUTS, POLISH_FOLLOWS_SJC, sjc, assert_one_line_error
 
 
 @pytest.mark.parametrize("prompt", ["", "   "])
@@ -196,3 +196,68 @@ def test_the_configuration_reference_lists_every_setting():
     table = reference_table(RunConfig)
     assert table in doc, "docs/configuration.md is out of date: regenerate its table with python -m sjc.config"
     assert table.count("\n| `--") == 53 and "| `--seed` | optim | `0` | ≥ 0, < 2^62 |" in table
+
+
+def test_a_config_with_no_prompt_takes_the_default_one(capsys, tmp_path):
+    """"prompt": null in a config.json reads as no prompt (generate's default), not as a flag that does not exist."""
+    cfg = json.loads(json.dumps(__import__("sjc.config").config.RunConfig().to_dict()))
+    cfg["prompt"] = None
+    (tmp_path / "p.json").write_text(json.dumps(cfg))
+    rc, _, err = sjc(capsys, "generate", "--config", tmp_path / "p.json", *TINY, "--steps", 2, *NO_OUTPUTS,
+                     "--out-dir", tmp_path / "run")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["prompt"] == "a blue sphere"
+
+
+def test_help_names_where_the_priors_defaults_are_and_prints_no_empty_default(capsys):
+    """Every command's help: a setting left to the prior points at generate --help, which lists them, and says what
+    a prior that lists none fills in; no flag shows '(default )'."""
+    for argv in (["generate", "--help"], ["eval", "--help"], ["sample2d", "--help"], ["resume", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert "listed below" not in text and "(default )" not in text, argv
+        if argv[0] in ("generate", "eval"):
+            assert "(default: the prior's; sjc generate --help lists them)" in text
+            assert "Where a prior lists none: --resolution is its image size" in text
+    with pytest.raises(SystemExit):
+        main(["sample2d", "--help"])
+    assert "image size of the closed-form prior" in " ".join(capsys.readouterr().out.split())
+
+
+def test_flags_take_unambiguous_abbreviations_and_a_wrong_one_names_its_command(capsys):
+    from sjc.cli import build_parser
+
+    a = build_parser().parse_args(["generate", "x", "--grid", "12", "--emptiness-w", "3"])
+    assert a.grid_size == 12 and a.emptiness_weight == 3.0
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "x", "--no-such-flag", "1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.strip() == ("sjc: error: unrecognized arguments: --no-such-flag 1 "
+                                                 "(see sjc generate --help)")
+    with pytest.raises(SystemExit):
+        main(["prior", "dataset", "--bogus"])
+    assert "(see sjc prior dataset --help)" in capsys.readouterr().err
+
+
+def test_a_positional_is_named_as_such_in_its_error(capsys):
+    rc, _, err = sjc(capsys, "bench", "foo")
+    assert_one_line_error(rc, err, "unknown suite 'foo'; choose one of renderer, sweep, sd, unet")
+
+
+def test_an_optional_tuple_setting_reads_back_as_a_tuple():
+    import argparse
+    import dataclasses
+    from typing import Optional
+
+    from sjc.settings import add_flags, from_flags, setting
+
+    @dataclasses.dataclass
+    class Opts:
+        size: Optional[tuple[int, ...]] = setting(None, "a size")
+        names: Optional[list[str]] = setting(None, "names")
+
+    p = argparse.ArgumentParser()
+    add_flags(p, Opts)
+    o = from_flags(Opts, p.parse_args(["--size", "3", "4", "--names", "a"]))
+    assert o.size == (3, 4) and type(o.size) is tuple and o.names == ["a"]

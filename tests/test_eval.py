@@ -253,3 +253,16 @@ def test_eval_workers_end_when_the_eval_is_killed(tmp_path):
     else:
         os.kill(worker, 9)
         pytest.fail("the worker outlived its killed parent")
+
+
+def test_ctrl_c_in_eval_names_the_default_partial_file(capsys, tmp_path, monkeypatch):
+    import sjc.evaluate as sjc_evaluate
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sjc_evaluate, "eval_cell", interrupted)
+    rc, _, err = sjc(capsys, "eval", "--prompts", "a blue sphere", "--variants", "paas", *EVAL)
+    assert rc == 130 and err.strip() == ("sjc: interrupted: finished cells are kept in outputs/eval.partial.jsonl, "
+                                         "the same command resumes")

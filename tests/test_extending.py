@@ -77,3 +77,39 @@ def test_a_prior_with_few_defaults_takes_the_reference_ones(tmp_path):
     with pytest.raises(SJCError, match="the green-disc prior gives no default for --fov-max: give them on the command"):
         generate(cfg, progress=False, prior=Broken())
     assert not (tmp_path / "broken").exists()
+
+
+def test_a_prior_built_on_a_built_in_one_takes_that_ones_model_folders(tmp_path, monkeypatch):
+    """--prior my-sd --model <an SD pipeline>: the files call for sd, and a subclass of it fits them too."""
+    import sjc.priors as priors
+    from sjc.config import RunConfig
+    from sjc.errors import SJCError
+    from sjc.priors.stable_diffusion import StableDiffusionPrior
+    from sjc.tiny import build_tiny_sd
+
+    class MySD(StableDiffusionPrior):
+        name = "my-sd"
+
+    monkeypatch.setitem(priors.PRIORS, "my-sd", MySD)
+    folder = build_tiny_sd(tmp_path / "sd")
+    cfg = RunConfig(prompt="x", prior="my-sd")
+    cfg.model.model = str(folder)
+    assert priors.prior_name(cfg) == "my-sd" and priors.prior_class(cfg) is MySD
+    cfg.prior = "unet2d"   # an unrelated prior still does not fit them
+    with pytest.raises(SJCError, match="--prior unet2d does not fit .* holds a sd model"):
+        priors.prior_name(cfg)
+
+
+def test_a_broken_prior_plugin_is_a_warning_not_a_crash_of_every_command(tmp_path):
+    """An installed package whose sjc.priors entry point fails to import: sjc still runs, and says which one."""
+    import subprocess
+    import sys
+
+    dist = tmp_path / "site" / "broken_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[sjc.priors]\nbroken = no_such_module_anywhere\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}
+    p = subprocess.run([sys.executable, "-m", "sjc", "generate", "--help"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and "usage: sjc generate" in p.stdout
+    assert "prior plugin 'broken' (no_such_module_anywhere) did not load" in p.stderr and "Traceback" not in p.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import warnings
 from importlib.metadata import entry_points
 
 from ..errors import SJCError
@@ -20,8 +21,12 @@ MODEL_FLAGS = ("model", "model_config", "half", "attention_slicing", "offload", 
 
 for _m in pkgutil.iter_modules(__path__):   # a prior of one's own, dropped into this folder
     importlib.import_module(f"{__name__}.{_m.name}")
-for _ep in entry_points(group="sjc.priors"):   # or shipped by another package
-    _ep.load()
+for _ep in entry_points(group="sjc.priors"):   # or shipped by another package, whose failure stops no command
+    try:
+        _ep.load()
+    except Exception as _e:
+        warnings.warn(f"sjc: the prior plugin {_ep.name!r} ({_ep.value}) did not load and is left out: "
+                      f"{type(_e).__name__}: {_e}", stacklevel=1)
 
 
 def prior_class(cfg) -> type[Prior]:
@@ -38,10 +43,12 @@ def prior_name(cfg) -> str:
         cls = PRIORS[cfg.prior]
         if cfg.model.model:
             if "model" not in cls.model_flags:
-                raise SJCError(f"--prior {cfg.prior}: the {cfg.prior} prior takes no --model; leave --model out")
+                what = (cls.__doc__ or "").strip().split("\n")[0].split(";")[0].rstrip(".")
+                raise SJCError(f"--prior {cfg.prior}: the {cfg.prior} prior takes no --model"
+                               + (f" (it is the {what[:1].lower()}{what[1:]})" if what else "") + "; leave --model out")
             if cls.pipelines or cls.single_file or cls.model_classes:
                 found = detected_prior(cfg.model.model)
-                if found != cfg.prior:
+                if not issubclass(cls, PRIORS[found]):   # a prior of one's own built on a built-in one fits its files
                     raise SJCError(f"--prior {cfg.prior} does not fit {cfg.model.model}, which holds a {found} model; "
                                    f"pass --prior {found}, or leave --prior out")
         return cfg.prior
@@ -100,7 +107,9 @@ def defaults_text() -> str:
     """What each registered prior fills in where a flag is left unset, for generate --help."""
     rows = [f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in cls.merged_defaults().items())
             for name, cls in PRIORS.items()]
-    return "Each prior's defaults for the flags left unset -- " + "; ".join(rows) + "."
+    return ("Each prior's defaults for the flags left unset -- " + "; ".join(rows) + ". Where a prior lists none: "
+            "--resolution is its image size, --sigma-min/--sigma-max its σ range (its whole table unless it names "
+            "one), --polish-steps 0, and the view scheme its own.")
 
 
 __all__ = ["Prior", "PRIORS", "REFERENCE_DEFAULTS", "DEFAULT_PRIOR", "MODEL_FLAGS", "register_prior", "load_prior",
