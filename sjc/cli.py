@@ -1,4 +1,5 @@
-"""The command line: sjc generate | resume | render | export | eval | sample2d | prior | paas2d | bench.
+"""The command line: sjc generate | resume | render | export | batch | score | eval | sample2d | prior | paas2d |
+bench.
 
 Every flag is a field of a settings dataclass (the run's RunConfig, or a command's own options below), turned
 into flags, read back and held to its bounds by sjc.settings; each command is a small function over the library.
@@ -131,6 +132,77 @@ def _report(out_dir: Path, metrics: dict) -> None:
     fine = f" ({gt['iou_fine']:.3f} sampled {FINE_SUPERSAMPLE}× finer)" if gt and "iou_fine" in gt else ""
     extra = f"; IoU {gt['iou']:.3f}{fine}, PSNR {gt['psnr']:.2f} dB against the true object" if gt else ""
     print(f"done: {metrics['steps']} steps in {metrics.get('train_seconds', 0):.1f} s{extra}\noutputs in {out_dir}/")
+
+
+# ---------------------------------------------------------------------------------------------- batch
+
+# Run settings a batch sets per run (its folder, its seed) or never does (it replaces no run): no flags there.
+BATCH_FIXED_FIELDS = ("out_dir", "seed", "overwrite")
+
+
+@dataclass
+class BatchOptions:
+    prompts: str = setting("", "a text file (one prompt a line, # comments), or .jsonl / .csv rows with a prompt and "
+                               "any run settings (steps, seed, model, method, ...)", positional=True)
+    seeds: list[int] = setting(factory=lambda: [1], help="one number N: seeds 0 … N−1 of every prompt; several: "
+                                                         "those seeds (a row that sets its seed runs that one)",
+                               min=0, lt=2 ** 62)
+    out_dir: str = setting("outputs/batch", "the batch's folder: <prompt>/seed<N> per run, batch.md and batch.json")
+    address: Optional[str] = setting(None, "a Ray cluster to join (default: $RAY_ADDRESS, else a local cluster "
+                                           "started for the batch)")
+    cpus_per_run: int = setting(1, "CPU threads (Ray CPUs) per run where the prior runs on the CPU; on CUDA each "
+                                   "run takes one GPU", min=1)
+    retries: int = setting(3, "times Ray retries a run whose worker died (it resumes from its last checkpoint)",
+                           min=0)
+    select: str = setting("best", "best: keep each prompt's seed with the highest prior score (sjc score); none",
+                          choices=("best", "none"))
+    quiet: bool = setting(False, "no progress bars", switch=True)
+
+    def relations(self):
+        return [(self.seeds != [0], "--seeds 0 runs nothing: give a number of seeds (1 or more), or the seeds")]
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds[0])) if len(self.seeds) == 1 else list(dict.fromkeys(self.seeds))
+
+
+def cmd_batch(a) -> None:
+    from .batch import check_address, plan, read_prompts, run_batch
+    from .priors import refuse_unread_flags
+
+    opts = from_flags(BatchOptions, a)
+    base = RunConfig(prompt="batch")
+    refuse_unread_flags(base, apply_flags(base, a))
+    rows = read_prompts(Path(opts.prompts))
+    runs = plan(base, rows, opts.seed_list(), Path(opts.out_dir), source=opts.prompts)
+    check_address(opts.address)   # before anything is made
+    check_writable(Path(opts.out_dir) / "batch.json", "--out-dir")
+    data = run_batch(runs, Path(opts.out_dir), opts.address, opts.cpus_per_run, opts.retries, opts.select,
+                     progress=not opts.quiet, source=opts.prompts)
+    print(Path(opts.out_dir, "batch.md").read_text())
+    print(f"wrote {Path(opts.out_dir) / 'batch.md'} and batch.json: {data['finished']} of {len(runs)} runs finished"
+          + (f", {data['failed']} failed" if data["failed"] else ""))
+    if data["failed"]:
+        raise SJCError(f"{data['failed']} of {len(runs)} runs failed (see batch.md); the same command retries them "
+                       f"and skips the finished ones")
+
+
+@dataclass
+class ScoreOptions:
+    run_dirs: list[str] = setting(factory=list, help="finished run folders", positional=True, nargs="+")
+    device: Optional[str] = setting(None, DEVICE_HELP)
+
+
+def cmd_score(a) -> None:
+    import json
+
+    from .pipeline import load_run
+    from .score import prior_score
+
+    opts = from_flags(ScoreOptions, a)
+    for d in map(Path, opts.run_dirs):
+        s = prior_score(load_run(d, device=opts.device, field_only=True))
+        write_text(d / "score.json", json.dumps(s, indent=2) + "\n")
+        print(f"{s['score']:.5f}  {d}  (worst view {s['worst_view']:.5f})")
 
 
 # ---------------------------------------------------------------------------------------------- eval
@@ -510,6 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     _command(sub, "export", "export a run's mesh", cmd_export, ExportOptions)
     _command(sub, "eval", "score prompts × method variants against the toy world's true objects", cmd_eval,
              EvalOptions, run_flags={"exclude": EVAL_FIXED_FIELDS}, epilog=defaults_text())
+    _command(sub, "batch", "many prompts × seeds on a Ray cluster, resumable; the best seed of each prompt kept",
+             cmd_batch, BatchOptions, run_flags={"exclude": BATCH_FIXED_FIELDS}, epilog=defaults_text())
+    _command(sub, "score", "score finished runs by how well their own prior denoises their renders (higher: "
+                           "better)", cmd_score, ScoreOptions)
     _command(sub, "sample2d", "2D samples from a prior (Karras/EDM Heun sampler) as a PNG grid", cmd_sample2d,
              Sample2DOptions, run_flags={"only": SAMPLE2D_RUN_FLAGS})
     pr = sub.add_parser("prior", help="build the toy-world dataset and train the learned toy prior")
