@@ -161,6 +161,7 @@ def two_nodes(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     try:
+        assert _ray("get-auth-token", "--generate").returncode == 0   # a fresh machine has no token yet
         head = _ray("start", "--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard=false",
                     "--node-ip-address", "127.0.0.1", "--temp-dir", temp)
         assert head.returncode == 0, head.stderr[-2000:]
