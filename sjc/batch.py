@@ -133,18 +133,16 @@ def plan(base: RunConfig, rows, seeds: list[int], out_dir: Path, source: str = "
             setattr(owners[path], path.rpartition(".")[2], v)
         tag = (prompt, json.dumps(over, sort_keys=True))
         if tag not in slugs:
-            slug = slugify(prompt) if prompt.strip() else "empty"
-            taken = set(slugs.values())
-            slug = next(s for s in (slug if i == 1 else f"{slug}-{i}" for i in range(1, len(slugs) + 2))
-                        if s not in taken)
-            slugs[tag] = slug
+            slug, taken, i = slugify(prompt) if prompt.strip() else "empty", set(slugs.values()), 1
+            while (f"{slug}-{i}" if i > 1 else slug) in taken:
+                i += 1
+            slugs[tag] = f"{slug}-{i}" if i > 1 else slug
         for seed in ([cfg.optim.seed] if "seed" in over else seeds):
             c = copy.deepcopy(cfg)
             c.optim.seed = seed
             key = f"{slugs[tag]}/seed{seed}"
             c.output.out_dir = str(Path(out_dir).resolve() / key)
             try:
-                c.check_types()
                 c.validate()
             except SJCError as e:
                 raise SJCError(f"{source} line {n}: {e}" if source else str(e)) from None
@@ -254,7 +252,7 @@ def _summary(metrics: dict) -> dict:
 # ------------------------------------------------------------------------------------------ the batch (the driver)
 
 
-def select_best(results: list[dict], runs: list[BatchRun]) -> dict[str, dict]:
+def select_best(results: list[dict]) -> dict[str, dict]:
     """Per prompt folder: the finished seed with the highest prior score (ties: the lower seed)."""
     best: dict[str, dict] = {}
     for r in results:
@@ -312,8 +310,10 @@ def check_address(address: Optional[str]) -> Optional[str]:
     import socket
 
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address in (None, "local", "auto"):
-        return None if address != "auto" else address
+    if address in (None, "local"):
+        return None
+    if address == "auto":   # Ray finds the cluster `ray start` left on this machine
+        return address
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise SJCError(f"--address {address}: give the Ray head as host:port (e.g. 127.0.0.1:6379)")
@@ -389,7 +389,7 @@ def run_batch(runs: list[BatchRun], out_dir: Path, address: Optional[str] = None
     finally:
         ray.shutdown()
     ordered = [results[r.key] for r in runs]
-    best = select_best(ordered, runs) if select == "best" else {}
+    best = select_best(ordered) if select == "best" else {}
     link_best(out_dir, best)
     info = {"source": source, "cpus_per_run": cpus_per_run, "cluster_cpus": cluster_cpus,
             "wall_seconds": round(time.perf_counter() - t0, 2),
